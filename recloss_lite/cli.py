@@ -1,0 +1,165 @@
+"""``recloss-lite``: data statistics, training, benchmarks and the full-scale reproduction (chapter 07_training).
+
+Subcommands: ``data NAME``, ``losses``, ``train``, ``bench``. ``train --json`` prints one JSON object as its last
+line, holding at least ``"metrics": {"recall@20": ..., "ndcg@20": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from . import data, losses
+from .train import TrainConfig, fit
+
+# Settings each loss trains with unless the command line says otherwise (embedding size 64 throughout).
+# bpr: the classic MF-BPR set-up (dot product, one uniform negative, Adam 1e-3, batch 2048).
+# The contrastive family and ccl: cosine similarity with hundreds of negatives shared by the batch (SimpleX's
+# set-up, which BARS' MF-CCL numbers come from).
+_CONTRASTIVE = {"similarity": "cosine", "num_negatives": 800, "shared_negatives": True, "batch_size": 1024,
+                "lr": 1e-3, "l2": 0.0, "eval_every": 2, "patience": 5}
+PRESETS: dict[str, dict] = {
+    "bpr": {"similarity": "dot", "num_negatives": 1, "batch_size": 2048, "lr": 1e-3, "l2": 1e-4,
+            "eval_every": 5, "patience": 4},
+    "mse": {**_CONTRASTIVE},
+    **{name: dict(_CONTRASTIVE) for name in ("softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "ccl")},
+}
+
+
+def preset(loss: str) -> dict:
+    """The default training settings of ``loss`` (a debiased name shares its base loss's settings)."""
+    base = loss.removeprefix("debiased-")
+    return dict(PRESETS.get(base, {}))
+
+
+def _loss_params(args: argparse.Namespace) -> dict:
+    names = ("tau", "lam", "eps", "tau_plus", "margin", "neg_weight")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    parser.add_argument("--dataset", required=True, help="registered data set: " + ", ".join(sorted(data.REGISTRY)))
+    parser.add_argument("--loss", default="bpr", help="loss name: " + ", ".join(losses.names()))
+    parser.add_argument("--model", default="mf", choices=["mf"], help="model (default mf)")
+    for name in ("dim", "num_negatives", "batch_size", "epochs", "eval_every", "patience", "seed",
+                 "eval_batch_size"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
+                            help=f"default: the loss's preset, else {fields[name].default}")
+    for name in ("lr", "l2", "valid_fraction", "init_std", "pop_alpha", "max_seconds"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=None,
+                            help=f"default: the loss's preset, else {fields[name].default}")
+    parser.add_argument("--similarity", choices=["dot", "cosine"], default=None)
+    parser.add_argument("--sampler", choices=["uniform", "uniform-exclude", "popularity", "in-batch"], default=None)
+    parser.add_argument("--shared-negatives", action=argparse.BooleanOptionalAction, default=None,
+                        help="one set of negatives for the whole batch (one matrix product)")
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="cut-offs K (default 20)")
+    parser.add_argument("--device", default=None, help="cpu (default) or cuda")
+    parser.add_argument("--data-dir", default=None, help="folder holding the data set's files")
+    loss_group = parser.add_argument_group("loss parameters (see `recloss-lite losses`)")
+    for name in ("tau", "lam", "eps", "tau_plus", "margin", "neg_weight"):
+        loss_group.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run configuration: explicit options over the loss's preset over :class:`TrainConfig` defaults."""
+    settings = preset(args.loss)
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None and f.name not in ("loss_params",):
+            settings[f.name] = tuple(value) if f.name == "ks" else value
+    return TrainConfig(loss_params=_loss_params(args), **settings)
+
+
+def _print_json_line(payload: dict) -> None:
+    print(json.dumps(payload, sort_keys=True))
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    stats = data.describe(data.load(args.name, folder=args.folder))
+    if args.json:
+        _print_json_line(stats)
+    else:
+        for key, value in stats.items():
+            print(f"{key:>14}: {value:,}" if isinstance(value, int) else f"{key:>14}: {value:.6g}")
+    return 0
+
+
+def cmd_losses(args: argparse.Namespace) -> int:
+    for name in losses.names():
+        params = ", ".join(f"{k}={v:g}" for k, v in losses.defaults(name).items())
+        print(f"{name:>18}  {params}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    out_dir = Path(args.out) if args.out else Path("runs") / config.run_id()
+    result, _ = fit(config, out_dir=out_dir, resume=args.resume, progress=not args.quiet)
+    summary = {key: result[key] for key in ("dataset", "model", "loss", "metrics", "valid_metrics", "best_epoch",
+                                            "epochs", "stop_reason", "seconds")}
+    summary["result_file"] = str(out_dir / "result.json")
+    if args.json:
+        _print_json_line(summary)
+    else:
+        print(f"{config.dataset} {config.model}-{config.loss}: best epoch {result['best_epoch']} of "
+              f"{result['epochs']} ({result['stop_reason']}), {result['seconds']:.0f} s")
+        for key, value in result["metrics"].items():
+            print(f"  test {key:>14}: {value:.4f}")
+        print(f"  result: {summary['result_file']}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark import run_benchmarks
+
+    figures = run_benchmarks(args.dataset, repeats=args.repeats, device=args.device, progress=not args.json)
+    if args.json:
+        _print_json_line(figures)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recloss-lite", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("data", help="print a data set's statistics")
+    p.add_argument("name", help="registered data set: " + ", ".join(sorted(data.REGISTRY)))
+    p.add_argument("--folder", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data)
+    p = sub.add_parser("losses", help="list every registered loss with its default parameters")
+    p.set_defaults(func=cmd_losses)
+    p = sub.add_parser("train", help="train a model with a loss and evaluate it by full ranking")
+    _add_train_options(p)
+    p.add_argument("--out", default=None, help="run folder (checkpoint + result.json); default runs/<run id>")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("bench", help="measure epoch and evaluation times and print them")
+    p.add_argument("--dataset", default="gowalla")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions; the median is reported")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"recloss-lite {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,484 @@
+"""Data sets, their registry, loaders and splits (taught in chapter 01_data).
+
+A registered data set is found, in this order, in
+
+1. the ``folder`` passed to :func:`load` (then nowhere else),
+2. ``$RECLOSS_DATA/<name>``,
+3. ``shared/data/<name>`` next to the repository (the development and CI copy, :data:`SHARED_DATA`),
+4. the user cache ``$XDG_CACHE_HOME/recloss-lite/<name>`` (default ``~/.cache/recloss-lite/<name>``), where it
+   is downloaded from its public origin when missing, checked against its sha256 and moved into place
+   atomically.
+
+Every interaction matrix is a ``scipy.sparse.csr_matrix`` of shape ``(n_users, n_items)`` holding float32
+ones, with sorted column indices and no duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The development copy of the data sets, ``shared/data`` beside the repository (used when it exists)."""
+
+DATA_ENV = "RECLOSS_DATA"
+LIGHTGCN_URL = "https://raw.githubusercontent.com/kuandeng/LightGCN/master/Data/{name}/{file}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a registered data set comes from: its files with their sha256 and its public origin.
+
+    ``url`` is either a template with ``{name}`` and ``{file}`` (one download per file) or the URL of a zip
+    archive whose members ``archive_prefix + file`` are extracted. A sha256 of ``None`` means "not checked".
+    """
+
+    name: str
+    files: dict[str, str | None]
+    url: str
+    kind: str  # "lightgcn" or "movielens": which loader parses the files
+    archive_prefix: str | None = None
+
+    def file_url(self, file: str) -> str:
+        """The URL one file (or, for an archive, the whole archive) is downloaded from."""
+        return self.url if self.archive_prefix is not None else self.url.format(name=self.name, file=file)
+
+
+REGISTRY: dict[str, Source] = {
+    source.name: source
+    for source in (
+        Source(
+            "gowalla",
+            {
+                "train.txt": "7244696fdeb23911319cf7b689f2e15a3c4c92549c873a5677b44e3f13cc3e62",
+                "test.txt": "099a2a73924e4b754dc6efd730d764f492321b53c38eb93298850c83acf57be3",
+            },
+            LIGHTGCN_URL,
+            "lightgcn",
+        ),
+        Source(
+            "yelp2018",
+            {
+                "train.txt": "1e9568725a9e833d0ac3bae01c94cd95367f73b3bb6104fd26b5f65ea5054093",
+                "test.txt": "9cd9b37926cd1447a06625ffa7914527573fb097c10cb0bbdb1d1b8ded3742fe",
+            },
+            LIGHTGCN_URL,
+            "lightgcn",
+        ),
+        # No local copy existed to hash when this entry was written: sha256 None = files not checked.
+        Source("amazon-book", {"train.txt": None, "test.txt": None}, LIGHTGCN_URL, "lightgcn"),
+        Source(
+            "ml-100k",
+            {"u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"},
+            "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+            "movielens",
+            archive_prefix="ml-100k/",
+        ),
+    )
+}
+"""Registered data sets by name (chapter 01_data)."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A registered data set is in none of the searched places and could not be downloaded."""
+
+
+class ChecksumError(ValueError):
+    """A data file's sha256 differs from the registered one (a corrupted or different copy)."""
+
+
+@dataclass
+class Dataset:
+    """A split implicit-feedback data set (chapter 01_data).
+
+    ``train`` and ``test`` are CSR matrices of shape ``(n_users, n_items)`` with float32 ones. ``timestamps``
+    (only for data sets that have them, e.g. ml-100k) has the pattern of ``train + test`` and holds unix times
+    (float64).
+    """
+
+    name: str
+    train: sp.csr_matrix
+    test: sp.csr_matrix
+    n_users: int
+    n_items: int
+    timestamps: sp.csr_matrix | None = None
+
+
+def interaction_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR matrix of float32 ones at ``(users[j], items[j])``, sorted, no duplicates (chapter 01_data)."""
+    matrix = sp.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (np.asarray(users), np.asarray(items))), shape=shape
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def _find_bad_token(text: bytes, path: Path) -> ValueError:
+    """The ValueError for the first line of ``text`` holding something other than a non-negative integer."""
+    for number, line in enumerate(text.split(b"\n"), start=1):
+        for token in line.split():
+            if not token.isdigit():
+                return ValueError(
+                    f"{path}:{number}: expected non-negative integer ids, got "
+                    f"{token.decode('utf-8', errors='replace')!r} in line "
+                    f"{line.decode('utf-8', errors='replace').strip()!r}"
+                )
+    return ValueError(f"{path}: unexpected characters (only digits and whitespace are allowed)")
+
+
+def _read_int_lines(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All whitespace-separated tokens of a file of non-negative integers, and the token count of every line.
+
+    Reads the whole file at once and converts with numpy (Gowalla's 1M ids in a fraction of a second). Blank
+    lines count 0 tokens, so ``lengths[j]`` belongs to line ``j + 1``.
+    """
+    text = path.read_bytes()
+    if text.translate(None, b"0123456789 \t\r\n"):
+        raise _find_bad_token(text, path)
+    lines = text.split(b"\n")
+    lengths = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
+    return np.array(text.split(), dtype=np.int64), lengths
+
+
+def _read_lightgcn_file(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Parse ``user item item ...`` lines into (users, items) arrays and the largest user id (-1 if none)."""
+    tokens, lengths = _read_int_lines(path)
+    lengths = lengths[lengths > 0]
+    starts = np.cumsum(lengths) - lengths
+    line_users = tokens[starts]
+    is_item = np.ones(len(tokens), dtype=bool)
+    is_item[starts] = False
+    return np.repeat(line_users, lengths - 1), tokens[is_item], int(line_users.max(initial=-1))
+
+
+def load_lightgcn(folder: str | Path, name: str | None = None) -> Dataset:
+    """Load a LightGCN split: ``train.txt``, ``test.txt`` with lines ``user item item ...`` (chapter 01_data).
+
+    This is the NGCF/LightGCN protocol's 80/20 per-user random split (Wang et al., SIGIR 2019; He et al.,
+    SIGIR 2020). Blank lines and bare user ids (users without items) are allowed. ``n_users`` and ``n_items``
+    are the largest id seen in either file plus one. A token that is not a non-negative integer raises
+    ValueError naming the file and its 1-based line.
+    """
+    folder = Path(folder)
+    train_users, train_items, max_train_user = _read_lightgcn_file(folder / "train.txt")
+    test_users, test_items, max_test_user = _read_lightgcn_file(folder / "test.txt")
+    n_users = max(max_train_user, max_test_user) + 1
+    n_items = int(max(train_items.max(initial=-1), test_items.max(initial=-1))) + 1
+    shape = (n_users, n_items)
+    return Dataset(
+        name=name or folder.name,
+        train=interaction_matrix(train_users, train_items, shape),
+        test=interaction_matrix(test_users, test_items, shape),
+        n_users=n_users,
+        n_items=n_items,
+    )
+
+
+def _split_rows(matrix: sp.csr_matrix, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask over ``matrix``'s stored entries: a random ``fraction`` of each row is held out.
+
+    Each row with n >= 2 entries holds out round(fraction * n) entries, at least 1 and at most n - 1; a row
+    with one entry keeps it.
+    """
+    lengths = np.diff(matrix.indptr)
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    # Rank of each entry inside its row under a random order: sort by (row, random key).
+    order = np.lexsort((rng.random(len(rows)), rows))
+    rank = np.empty(len(rows), dtype=np.int64)
+    rank[order] = np.arange(len(rows)) - np.repeat(matrix.indptr[:-1], lengths)
+    held_per_row = np.clip(np.rint(fraction * lengths), 1, np.maximum(lengths - 1, 0)).astype(np.int64)
+    return rank < held_per_row[rows]
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction={fraction}: allowed range is 0 < fraction < 1")
+
+
+def _select(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    """The entries of ``matrix`` where the boolean mask ``keep`` (over its stored entries) is True."""
+    coo = matrix.tocoo()
+    return interaction_matrix(coo.row[keep], coo.col[keep], matrix.shape)
+
+
+def validation_split(
+    train: sp.csr_matrix, fraction: float = 0.1, seed: int = 0
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Carve a per-user validation set out of ``train`` for early stopping (chapters 01_data, 07_training).
+
+    Returns ``(fit, valid)``, both of ``train``'s shape, disjoint, summing to ``train``. Each user with n >= 2
+    items moves round(fraction * n) of them (at least 1, at most n - 1) to ``valid`` at random; a user with
+    one item keeps it in ``fit``. Reproducible for a given ``seed``.
+    """
+    _check_fraction(fraction)
+    train = sp.csr_matrix(train)
+    train.sort_indices()
+    held = _split_rows(train, fraction, np.random.default_rng(seed))
+    return _select(train, ~held), _select(train, held)
+
+
+def load_movielens(
+    folder: str | Path,
+    name: str = "ml-100k",
+    min_rating: int = 1,
+    test_fraction: float = 0.2,
+    seed: int = 2020,
+) -> Dataset:
+    """Load MovieLens 100K's ``u.data`` as implicit feedback, split at random per user (chapter 01_data).
+
+    Every rating >= ``min_rating`` counts as an interaction (the default 1 keeps every rating: implicit
+    feedback is "the user rated it", not "the user liked it"). Ids become 0-based (``n_users``/``n_items``
+    stay the largest id, so filtered-out users keep their row). Per user, a random ``test_fraction`` of the
+    interactions (numpy ``default_rng(seed)``) goes to ``test``: a user with n >= 2 interactions keeps at
+    least one in each part, a user with one keeps it in ``train``. ``timestamps`` holds the unix time of every
+    kept rating.
+    """
+    _check_fraction(test_fraction)
+    path = Path(folder) / "u.data"
+    tokens, lengths = _read_int_lines(path)
+    if np.any((lengths != 0) & (lengths != 4)):
+        line = int(np.argmax((lengths != 0) & (lengths != 4))) + 1
+        raise ValueError(
+            f"{path}:{line}: expected 4 fields user item rating timestamp, got {lengths[line - 1]}"
+        )
+    table = tokens.reshape(-1, 4)
+    if np.any(table[:, :2] == 0):
+        line = int(np.flatnonzero(lengths)[np.argmax((table[:, :2] == 0).any(axis=1))]) + 1
+        raise ValueError(f"{path}:{line}: user and item ids are 1-based, got 0")
+    shape = (int(table[:, 0].max(initial=0)), int(table[:, 1].max(initial=0)))
+    table = table[table[:, 2] >= min_rating]
+    users, items = table[:, 0] - 1, table[:, 1] - 1
+    # A repeated (user, item) pair keeps its latest time: sum_duplicates would add the times up.
+    order = np.lexsort((table[:, 3], items, users))
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = (users[order][1:] != users[order][:-1]) | (items[order][1:] != items[order][:-1])
+    kept = order[last]
+    users, items = users[kept], items[kept]
+    timestamps = sp.csr_matrix((table[kept, 3].astype(np.float64), (users, items)), shape=shape)
+    timestamps.sort_indices()
+    interactions = interaction_matrix(users, items, shape)
+    held = _split_rows(interactions, test_fraction, np.random.default_rng(seed))
+    return Dataset(
+        name=name,
+        train=_select(interactions, ~held),
+        test=_select(interactions, held),
+        n_users=shape[0],
+        n_items=shape[1],
+        timestamps=timestamps,
+    )
+
+
+def leave_one_out(
+    interactions: sp.csr_matrix, timestamps: sp.csr_matrix
+) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """Leave-one-out split by time, the NCF/HDCCF protocol (He et al., WWW 2017; chapters 01_data, 10_hdccf).
+
+    Returns ``(train, valid, test)``: per user, the latest interaction goes to ``test`` and the second latest
+    to ``valid``; equal timestamps are ordered by item id (the larger id counts as later). A user with two
+    interactions has no validation item, a user with one keeps it in ``train``. ``timestamps`` must have the
+    pattern of ``interactions`` (e.g. ``ds.train + ds.test`` and ``ds.timestamps``).
+    """
+    interactions, timestamps = sp.csr_matrix(interactions), sp.csr_matrix(timestamps)
+    interactions.sort_indices()
+    timestamps.sort_indices()
+    if (
+        interactions.shape != timestamps.shape
+        or not np.array_equal(interactions.indptr, timestamps.indptr)
+        or not np.array_equal(interactions.indices, timestamps.indices)
+    ):
+        raise ValueError(
+            f"interactions {interactions.shape} with {interactions.nnz} entries and timestamps "
+            f"{timestamps.shape} with {timestamps.nnz} entries must have the same sparsity pattern"
+        )
+    lengths = np.diff(interactions.indptr)
+    rows = np.repeat(np.arange(interactions.shape[0]), lengths)
+    order = np.lexsort((interactions.indices, timestamps.data, rows))
+    # from_end[j] = 0 for a user's latest interaction, 1 for the one before, ...
+    from_end = np.empty(len(rows), dtype=np.int64)
+    from_end[order] = np.repeat(interactions.indptr[1:], lengths) - 1 - np.arange(len(rows))
+    length_of = lengths[rows]
+    is_test = (from_end == 0) & (length_of >= 2)
+    is_valid = (from_end == 1) & (length_of >= 3)
+    return (
+        _select(interactions, ~(is_test | is_valid)),
+        _select(interactions, is_valid),
+        _select(interactions, is_test),
+    )
+
+
+def describe(ds: Dataset) -> dict[str, float | int]:
+    """Summary statistics of a data set (chapter 01_data).
+
+    Keys: ``users``, ``items``, ``interactions`` (train + test), ``train``, ``test``, ``density``
+    (interactions / (users * items)), ``mean_items_per_user`` and ``median_items_per_user`` (train + test).
+    """
+    per_user = np.diff(ds.train.indptr) + np.diff(ds.test.indptr)
+    interactions = int(ds.train.nnz + ds.test.nnz)
+    return {
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": interactions,
+        "train": int(ds.train.nnz),
+        "test": int(ds.test.nnz),
+        "density": interactions / (ds.n_users * ds.n_items),
+        "mean_items_per_user": float(per_user.mean()),
+        "median_items_per_user": float(np.median(per_user)),
+    }
+
+
+def item_popularity(train: sp.csr_matrix) -> np.ndarray:
+    """Number of users who interacted with each item: int64 array of shape ``(n_items,)`` (chapter 01_data).
+
+    Popularity drives popularity-based negative sampling and the popularity bias discussed in 04_hardness and
+    05_debiasing.
+    """
+    train = sp.csr_matrix(train)
+    return np.bincount(train.indices, minlength=train.shape[1]).astype(np.int64)
+
+
+def cache_dir() -> Path:
+    """The user cache for downloaded data sets: ``$XDG_CACHE_HOME/recloss-lite`` or
+    ``~/.cache/recloss-lite``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "recloss-lite"
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(source: Source, folder: Path) -> None:
+    """Raise :class:`ChecksumError` if a file of ``source`` in ``folder`` differs from its registered
+    sha256."""
+    for file, expected in source.files.items():
+        if expected is not None and (actual := sha256_of(folder / file)) != expected:
+            raise ChecksumError(
+                f"{folder / file}: sha256 {actual} differs from the registered {expected} for "
+                f"{source.name!r}; delete it and download it again from {source.file_url(file)}"
+            )
+
+
+def _download(url: str, write: Callable[[bytes], object]) -> None:
+    """Stream ``url`` into ``write`` with a tqdm progress bar."""
+    with urllib.request.urlopen(url, timeout=60) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1]) as progress:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                write(block)
+                progress.update(len(block))
+
+
+def _install(content: bytes, target: Path, expected: str | None, url: str) -> None:
+    """Check ``content`` against ``expected`` and write it to ``target`` atomically (temporary file +
+    rename)."""
+    actual = hashlib.sha256(content).hexdigest()
+    if expected is not None and actual != expected:
+        raise ChecksumError(f"{url}: downloaded {target.name} has sha256 {actual}, expected {expected}")
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(content)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def download(name: str, folder: str | Path) -> Path:
+    """Download the registered data set ``name`` into ``folder`` from its public origin (chapter 01_data).
+
+    Each file is checked against its registered sha256 before it is moved into place, so ``folder`` never
+    holds a partial or corrupted file. Files already present are kept. Returns ``folder``.
+    """
+    source = _source(name)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [file for file in source.files if not (folder / file).is_file()]
+    if source.archive_prefix is not None and missing:
+        buffer = io.BytesIO()
+        _download(source.url, buffer.write)
+        with zipfile.ZipFile(buffer) as archive:
+            for file in missing:
+                content = archive.read(source.archive_prefix + file)
+                _install(content, folder / file, source.files[file], source.url)
+    else:
+        for file in missing:
+            chunks: list[bytes] = []
+            _download(source.file_url(file), chunks.append)
+            _install(b"".join(chunks), folder / file, source.files[file], source.file_url(file))
+    return folder
+
+
+def _source(name: str) -> Source:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown data set {name!r}; registered: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def locate(name: str, folder: str | Path | None = None, fetch: bool = True) -> Path:
+    """The folder holding data set ``name``, searched as described in the module docstring (chapter 01_data).
+
+    With ``fetch`` the set is downloaded into the user cache when it is nowhere else. Raises
+    :class:`DatasetNotFoundError` listing every place searched and the origin URL.
+    """
+    source = _source(name)
+    if folder is not None:
+        candidates = [Path(folder)]
+    else:
+        candidates = [Path(base) / name for base in (os.environ.get(DATA_ENV), SHARED_DATA) if base]
+    for candidate in candidates:
+        if all((candidate / file).is_file() for file in source.files):
+            return candidate
+    cache = cache_dir() / name
+    problem = ""
+    if folder is None:
+        candidates.append(cache)
+        if fetch:
+            try:
+                return download(name, cache)
+            except (urllib.error.URLError, OSError) as error:
+                problem = f"\nDownloading into {cache} failed: {error}"
+    searched = "\n".join(f"  {candidate}" for candidate in candidates)
+    files = ", ".join(source.files)
+    raise DatasetNotFoundError(
+        f"data set {name!r} ({files}) not found. Searched:\n{searched}\n"
+        f"Get it from {source.file_url(next(iter(source.files)))} "
+        f"or set ${DATA_ENV} to a folder holding {name}/.{problem}"
+    )
+
+
+def load(
+    name: str, folder: str | Path | None = None, *, fetch: bool = True, **options: int | float
+) -> Dataset:
+    """Load the registered data set ``name`` (chapter 01_data).
+
+    ``name`` is one of ``gowalla``, ``yelp2018``, ``amazon-book`` (LightGCN splits, :func:`load_lightgcn`) or
+    ``ml-100k`` (:func:`load_movielens`, which takes ``options`` such as ``min_rating``). The folder is found
+    by :func:`locate` and its files are checked against their registered sha256 before parsing.
+    """
+    source = _source(name)
+    path = locate(name, folder, fetch=fetch)
+    verify(source, path)
+    if source.kind == "movielens":
+        return load_movielens(path, name=name, **options)
+    if options:
+        raise ValueError(f"load({name!r}) takes no options, got {sorted(options)}")
+    return load_lightgcn(path, name=name)

@@ -1,0 +1,330 @@
+"""The fit loop: MF trained with any loss of :mod:`recloss_lite.losses` (chapter 07_training).
+
+One configuration dataclass, one loop. The loss is looked up by name; negatives come from
+:class:`recloss_lite.sampling.NegativeSampler`; embeddings are updated by a lazy row-wise Adam that touches only the
+rows of the batch. Early stopping uses a validation split carved out of train (the test set never selects a model);
+each epoch is seeded from (seed, epoch), so a resumed run gives exactly the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from . import data as data_module
+from . import losses, metrics
+from .models import MF, batch_scores
+from .sampling import KINDS, NegativeSampler
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class RowAdam:
+    """Adam that updates only the rows a step touches ("lazy" Adam, as torch.optim.SparseAdam).
+
+    The moments of all rows live in one (n, 2, d) tensor so a step costs one ``unique``, two ``index_select`` and
+    two ``index_copy_`` calls, whatever the table size. Duplicate ids in a batch have their gradients summed.
+    """
+
+    def __init__(self, weight: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
+        self.moments = torch.zeros(weight.shape[0], 2, weight.shape[1], dtype=weight.dtype, device=weight.device)
+        self.steps = 0
+
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of the table as a fresh leaf tensor that requires grad."""
+        return self.weight.detach().index_select(0, ids).requires_grad_(True)
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor, grads: torch.Tensor) -> None:
+        """Apply one Adam step to rows ``ids`` (K,) with gradients ``grads`` (K, d)."""
+        self.steps += 1
+        beta1, beta2 = self.betas
+        unique_ids, inverse = torch.unique(ids, return_inverse=True)
+        grad = torch.zeros(len(unique_ids), grads.shape[1], dtype=grads.dtype, device=grads.device)
+        grad.index_add_(0, inverse, grads)
+        moments = self.moments.index_select(0, unique_ids)
+        first, second = moments[:, 0], moments[:, 1]
+        first.mul_(beta1).add_(grad, alpha=1 - beta1)
+        second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        self.moments.index_copy_(0, unique_ids, moments)
+        step_size = self.lr * math.sqrt(1 - beta2 ** self.steps) / (1 - beta1 ** self.steps)
+        update = second.sqrt().add_(self.eps)
+        torch.div(first, update, out=update)
+        rows = self.weight.data.index_select(0, unique_ids).sub_(update, alpha=step_size)
+        self.weight.data.index_copy_(0, unique_ids, rows)
+
+    def state_dict(self) -> dict:
+        return {"moments": self.moments, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.moments.copy_(state["moments"])
+        self.steps = int(state["steps"])
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; ``recloss-lite train`` exposes each field as an option."""
+
+    dataset: str = "ml-100k"
+    loss: str = "bpr"
+    loss_params: dict = field(default_factory=dict)
+    model: str = "mf"
+    dim: int = 64
+    similarity: str = "dot"
+    sampler: str = "uniform"
+    num_negatives: int = 1
+    shared_negatives: bool = False
+    pop_alpha: float = 0.75
+    batch_size: int = 2048
+    lr: float = 1e-3
+    l2: float = 1e-4
+    epochs: int = 100
+    eval_every: int = 1
+    patience: int = 5
+    valid_fraction: float = 0.1
+    ks: tuple[int, ...] = (20,)
+    seed: int = 0
+    init_std: float = 0.1
+    max_seconds: float | None = None
+    eval_batch_size: int = 1024
+    device: str = "cpu"
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.ks = tuple(int(k) for k in self.ks)
+        checks = [
+            ("dim", self.dim >= 1, ">= 1"), ("num_negatives", self.num_negatives >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 2, ">= 2"), ("lr", self.lr > 0, "> 0"), ("l2", self.l2 >= 0, ">= 0"),
+            ("epochs", self.epochs >= 1, ">= 1"), ("eval_every", self.eval_every >= 1, ">= 1"),
+            ("patience", self.patience >= 1, ">= 1"), ("valid_fraction", 0 < self.valid_fraction < 1, "in (0, 1)"),
+            ("ks", len(self.ks) > 0 and min(self.ks) >= 1, "non-empty, each >= 1"),
+            ("init_std", self.init_std > 0, "> 0"),
+            ("max_seconds", self.max_seconds is None or self.max_seconds > 0, "> 0 or None"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r}: allowed range is {allowed}")
+        if self.sampler not in KINDS:
+            raise ValueError(f"sampler={self.sampler!r}: allowed values are {KINDS}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device={self.device!r}: allowed values are cpu, cuda, cuda:N")
+        losses.make(self.loss, **self.loss_params)  # fail now, with the loss module's message, not mid-run
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def run_id(self) -> str:
+        """A short name for this configuration: dataset-model-loss-hash."""
+        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.dataset}-{self.model}-{self.loss}-{digest}"
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit (with ``-dirty`` if the library has uncommitted changes), or ``unknown``."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "recloss_lite"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def matrix_checksum(*matrices: sp.csr_matrix) -> str:
+    """sha256 over the CSR structure of the given matrices: identifies the exact data a run saw."""
+    digest = hashlib.sha256()
+    for matrix in matrices:
+        matrix = matrix.tocsr()
+        for array in (np.asarray(matrix.shape), matrix.indptr, matrix.indices):
+            digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def interaction_pairs(matrix: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
+    """(users, items) of every stored entry of a CSR matrix, as int64 tensors."""
+    matrix = matrix.tocsr()
+    users = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    return torch.from_numpy(users), torch.from_numpy(matrix.indices.astype(np.int64))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of one epoch, a function of (seed, epoch) only: resuming reproduces it exactly."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: NegativeSampler,
+                users: torch.Tensor, items: torch.Tensor, config: TrainConfig, generator: torch.Generator,
+                progress: bool = False) -> float:
+    """One pass over the training pairs in shuffled batches; returns the mean training loss."""
+    order = torch.randperm(len(users), generator=generator)
+    total, count = 0.0, 0
+    wants_log_q = loss_fn.name == "softmax"
+    device = model.weight.device
+    batches = range(0, len(order), config.batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        batches = tqdm(batches, desc="batches", leave=False, mininterval=1.0)
+    for start in batches:
+        index = order[start:start + config.batch_size]
+        if len(index) < 2:
+            continue
+        batch_users, batch_items = users[index], items[index]
+        negatives = sampler.sample(batch_users, batch_items, generator)
+        size = len(index)
+        parts = [batch_users, batch_items + model.n_users]
+        if not negatives.in_batch:
+            parts.append(negatives.items.reshape(-1) + model.n_users)
+        parts = [part.to(device) for part in parts]
+        # One leaf per part: autograd then never zero-fills a slice of a larger tensor.
+        leaves = [optimizer.gather(part) for part in parts]
+        vectors = [model.normalize(leaf) for leaf in leaves]
+        neg_vectors = vectors[2].view(*negatives.items.shape, -1) if len(vectors) == 3 else None
+        pos, neg = batch_scores(vectors[0], vectors[1], neg_vectors, shared=negatives.shared,
+                                in_batch=negatives.in_batch)
+        extra = {}
+        if wants_log_q:
+            log_q_neg = negatives.log_q.to(device)
+            if negatives.in_batch:
+                log_q_neg = log_q_neg.expand(size, size)[~torch.eye(size, dtype=torch.bool)].view(size, size - 1)
+            elif negatives.shared:
+                log_q_neg = log_q_neg.expand(size, -1)
+            extra = {"log_q_pos": negatives.log_q_pos.to(device), "log_q_neg": log_q_neg}
+        loss = loss_fn(pos, neg, **extra)
+        grads = torch.autograd.grad(loss, leaves)
+        ids, grad = torch.cat(parts), torch.cat(grads)
+        if config.l2 > 0:
+            # LightGCN's L2 on the rows a batch touches: d/dw of l2 * 0.5 * ||w||^2 / B.
+            grad.add_(torch.cat([leaf.detach() for leaf in leaves]), alpha=config.l2 / size)
+        optimizer.step(ids, grad)
+        total += float(loss.detach()) * size
+        count += size
+    return total / max(count, 1)
+
+
+def _load_dataset(config: TrainConfig, dataset: data_module.Dataset | None) -> data_module.Dataset:
+    if dataset is not None:
+        return dataset
+    return data_module.load(config.dataset, folder=config.data_dir)
+
+
+def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir: str | Path | None = None,
+        resume: bool = False, progress: bool = True) -> tuple[dict, MF]:
+    """Train MF with ``config``; return the result (also written atomically to ``out_dir/result.json``) and model.
+
+    The result holds the config, per-epoch history (training loss, validation metrics, seconds), the best epoch on
+    validation, the test metrics of that epoch's model, wall time, commit and data checksum. With ``out_dir`` a
+    checkpoint is written after every epoch and ``resume=True`` continues an interrupted run from it.
+    """
+    started = time.perf_counter()
+    dataset = _load_dataset(config, dataset)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' requested but torch.cuda.is_available() is False on this machine")
+    fit_train, valid = data_module.validation_split(dataset.train, config.valid_fraction, seed=config.seed)
+    users, items = interaction_pairs(fit_train)
+    model = MF(dataset.n_users, dataset.n_items, config.dim, config.similarity, config.init_std,
+               config.seed).to(device)
+    optimizer = RowAdam(model.weight, config.lr)
+    loss_fn = losses.make(config.loss, **config.loss_params)
+    sampler = NegativeSampler(fit_train, config.sampler, config.num_negatives, config.shared_negatives,
+                              config.pop_alpha)
+    key = f"recall@{config.ks[0]}"
+    state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid": -1.0, "best_weight": None,
+             "seconds": 0.0, "stale": 0}
+    checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    if resume and checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if saved["config"] != config.to_dict():
+            raise ValueError(f"{checkpoint}: its configuration differs from this run's; use another --out folder "
+                             "or drop --resume")
+        model.weight.data.copy_(saved["weight"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+
+    def score_fn(batch_users: torch.Tensor) -> torch.Tensor:
+        return model.scores(batch_users.to(device)).cpu()
+
+    epochs = range(state["epoch"] + 1, config.epochs + 1)
+    if progress:
+        from tqdm.auto import tqdm
+        epochs = tqdm(epochs, desc=f"{config.dataset} {config.loss}", initial=state["epoch"], total=config.epochs)
+    stop_reason = "epochs"
+    for epoch in epochs:
+        epoch_start = time.perf_counter()
+        mean_loss = train_epoch(model, optimizer, loss_fn, sampler, users, items, config,
+                                epoch_generator(config.seed, epoch))
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"epoch {epoch}: training loss is {mean_loss}; lower lr={config.lr} or "
+                                     f"check the loss parameters {config.loss_params}")
+        entry = {"epoch": epoch, "loss": mean_loss, "train_seconds": time.perf_counter() - epoch_start}
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            entry["valid"] = metrics.evaluate(score_fn, fit_train, valid, ks=config.ks,
+                                              batch_size=config.eval_batch_size)
+            if entry["valid"][key] > state["best_valid"]:
+                state.update(best_valid=entry["valid"][key], best_epoch=epoch, stale=0,
+                             best_weight=model.weight.detach().clone())
+            else:
+                state["stale"] += 1
+        state["seconds"] += time.perf_counter() - epoch_start
+        entry["seconds"] = time.perf_counter() - epoch_start
+        state["history"].append(entry)
+        state["epoch"] = epoch
+        if progress:
+            epochs.set_postfix(loss=f"{mean_loss:.4f}", **({f"valid_{key}": f"{entry['valid'][key]:.4f}"}
+                                                          if "valid" in entry else {}))
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            tmp = checkpoint.with_name("checkpoint.pt.tmp")
+            torch.save({"config": config.to_dict(), "weight": model.weight.detach(),
+                        "optimizer": optimizer.state_dict(), "state": state}, tmp)
+            os.replace(tmp, checkpoint)
+        if state["stale"] >= config.patience:
+            stop_reason = "early stopping"
+            break
+        if config.max_seconds is not None and state["seconds"] >= config.max_seconds:
+            stop_reason = "time budget"
+            break
+    if state["best_weight"] is not None:
+        model.weight.data.copy_(state["best_weight"])
+    test_metrics = metrics.evaluate(score_fn, dataset.train, dataset.test, ks=config.ks,
+                                    batch_size=config.eval_batch_size)
+    result = {
+        "dataset": dataset.name, "model": config.model, "loss": config.loss, "params": config.to_dict(),
+        "metrics": test_metrics, "valid_metrics": next((e["valid"] for e in state["history"]
+                                                        if e["epoch"] == state["best_epoch"] and "valid" in e), {}),
+        "best_epoch": state["best_epoch"], "epochs": state["epoch"], "stop_reason": stop_reason,
+        "history": state["history"], "seconds": state["seconds"],
+        "wall_seconds_this_session": time.perf_counter() - started,
+        "command": " ".join(["recloss-lite", *sys.argv[1:]]) if Path(sys.argv[0]).name == "recloss-lite"
+        else " ".join(sys.argv), "commit": git_commit(),
+        "data_checksum": matrix_checksum(dataset.train, dataset.test), "device": str(device),
+        "torch": torch.__version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if out_dir is not None:
+        write_json_atomic(Path(out_dir) / "result.json", result)
+    return result, model
