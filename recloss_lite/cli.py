@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import data, losses
-from .train import TrainConfig, fit
+from .train import MODELS, TrainConfig, fit
 
 # Settings each loss trains with unless the command line says otherwise (embedding size 64 throughout).
 # bpr: the classic MF-BPR set-up (dot product, one uniform negative, Adam 1e-3, batch 2048).
@@ -28,6 +28,14 @@ PRESETS: dict[str, dict] = {
             "eval_every": 5, "patience": 4},
     "mse": {**_CONTRASTIVE},
     **{name: dict(_CONTRASTIVE) for name in ("softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "ccl")},
+}
+
+
+# iALS: a few sweeps with validation every sweep; EASE: BARS' Gowalla penalty unless --model-param l2=... says.
+LINEAR_PRESETS: dict[str, dict] = {
+    "ials": {"epochs": 20, "eval_every": 1, "patience": 3,
+             "model_params": {"alpha": 1.0, "l2": 1.0, "unobserved_weight": 1.0}},
+    "ease": {"model_params": {"l2": 80.0}},
 }
 
 
@@ -46,7 +54,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     parser.add_argument("--dataset", required=True, help="registered data set: " + ", ".join(sorted(data.REGISTRY)))
     parser.add_argument("--loss", default="bpr", help="loss name: " + ", ".join(losses.names()))
-    parser.add_argument("--model", default="mf", choices=["mf"], help="model (default mf)")
+    parser.add_argument("--model", default="mf", choices=list(MODELS), help="model (default mf)")
+    parser.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="iALS/EASE setting, repeatable: e.g. --model-param l2=80 (EASE), alpha=2 (iALS)")
     for name in ("dim", "num_negatives", "batch_size", "epochs", "eval_every", "patience", "seed",
                  "eval_batch_size"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
@@ -66,12 +76,26 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         loss_group.add_argument("--" + name.replace("_", "-"), type=float, default=None)
 
 
+def _model_params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--model-param {pair!r}: expected NAME=VALUE, e.g. l2=80")
+        try:
+            params[name] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            params[name] = value
+    return params
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run configuration: explicit options over the loss's preset over :class:`TrainConfig` defaults."""
-    settings = preset(args.loss)
+    settings = preset(args.loss) if args.model == "mf" else dict(LINEAR_PRESETS[args.model])
+    settings["model_params"] = {**settings.get("model_params", {}), **_model_params(args.model_param)}
     for f in dataclasses.fields(TrainConfig):
         value = getattr(args, f.name, None)
-        if value is not None and f.name not in ("loss_params",):
+        if value is not None and f.name not in ("loss_params", "model_params"):
             settings[f.name] = tuple(value) if f.name == "ks" else value
     return TrainConfig(loss_params=_loss_params(args), **settings)
 
@@ -107,7 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         _print_json_line(summary)
     else:
-        print(f"{config.dataset} {config.model}-{config.loss}: best epoch {result['best_epoch']} of "
+        label = f"mf-{config.loss}" if config.model == "mf" else config.model
+        print(f"{config.dataset} {label}: best epoch {result['best_epoch']} of "
               f"{result['epochs']} ({result['stop_reason']}), {result['seconds']:.0f} s")
         for key, value in result["metrics"].items():
             print(f"  test {key:>14}: {value:.4f}")

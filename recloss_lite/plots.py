@@ -47,7 +47,10 @@ def loss_parameters(
     tau: float = 0.1, eps: float = 0.0, lam: float = 1.1, margin: float = 0.9, neg_weight: float = 150.0
 ) -> dict[str, dict[str, float]]:
     """The parameters each panel's loss is made with: tau for the exp family, eps/lam for InfoNCE+ and MINE+,
-    margin and negative weight for CCL; BPR and MSE keep the library defaults."""
+    margin and negative weight for CCL; BPR and MSE keep the library defaults.
+
+    Chapter 02_losses.
+    """
     return {
         "bpr": {},
         "infonce": {"tau": tau},
@@ -87,7 +90,10 @@ def loss_curve_data(**parameters: float) -> dict[str, dict[str, np.ndarray]]:
 
 
 def loss_curves(curves: dict[str, dict[str, np.ndarray]], title: str = "") -> Figure:
-    """Small multiples of :func:`loss_curve_data`: each loss against s+ (solid) and one s_j (dashed)."""
+    """Small multiples of :func:`loss_curve_data`: each loss against s+ (solid) and one s_j (dashed).
+
+    Chapter 02_losses.
+    """
     fig, axes = _grid(2, 4)
     for ax, (name, curve) in zip(axes, curves.items(), strict=True):
         ax.plot(curve["score"], curve["vs_positive"], label="vs $s^+$ (negatives fixed)")
@@ -169,7 +175,10 @@ def sampled_softmax_data(
 
 
 def sampled_softmax(data: dict[str, Any]) -> Figure:
-    """Mean (+- one standard deviation) of the sampled softmax estimates of :func:`sampled_softmax_data`."""
+    """Mean (+- one standard deviation) of the sampled softmax estimates of :func:`sampled_softmax_data`.
+
+    Chapter 02_losses.
+    """
     fig = Figure(figsize=(6.4, 3.8), layout="constrained")
     ax = fig.subplots()
     counts = data["num_negatives"]
@@ -193,7 +202,10 @@ def sampled_softmax(data: dict[str, Any]) -> Figure:
 
 def claim_sides(claim: theory.Claim) -> Figure:
     """Both sides of a :class:`~recloss_lite.theory.Claim` along its axis (N or the score gap); the region
-    between them is shaded."""
+    between them is shaded.
+
+    Chapter 03_bounds.
+    """
     lhs, rhs = claim.sides(claim.axis_values)
     fig = Figure(figsize=(6.0, 3.6), layout="constrained")
     ax = fig.subplots()
@@ -217,7 +229,10 @@ def claim_sides(claim: theory.Claim) -> Figure:
 def gradient_parameters(
     tau: float = 0.1, lam: float = 1.1, eps: float = 0.0, margin: float = 0.9, neg_weight: float = 150.0
 ) -> dict[str, dict[str, float]]:
-    """The parameters of each gradient panel (same conventions as :func:`loss_parameters`)."""
+    """The parameters of each gradient panel (same conventions as :func:`loss_parameters`).
+
+    Chapter 04_hardness.
+    """
     return {
         "infonce": {"tau": tau},
         "infonce+": {"tau": tau, "eps": eps, "lam": lam},
@@ -247,7 +262,10 @@ def gradient_curve_data(**parameters: float) -> dict[str, dict[str, np.ndarray]]
 
 
 def gradient_curves(curves: dict[str, dict[str, np.ndarray]], title: str = "") -> Figure:
-    """Small multiples of :func:`gradient_curve_data`; the other negatives' scores are marked."""
+    """Small multiples of :func:`gradient_curve_data`; the other negatives' scores are marked.
+
+    Chapter 04_hardness.
+    """
     fig, axes = _grid(2, 3)
     for ax, (name, curve) in zip(axes, curves.items(), strict=True):
         ax.plot(curve["score"], curve["gradient"])
@@ -279,7 +297,10 @@ def temperature_data(taus: Sequence[float] = (0.05, 0.1, 0.2, 0.5, 1.0)) -> dict
 
 
 def temperature_curves(data: dict[str, Any]) -> Figure:
-    """The softmax weights of :func:`temperature_data`, one curve per temperature (log scale)."""
+    """The softmax weights of :func:`temperature_data`, one curve per temperature (log scale).
+
+    Chapter 04_hardness.
+    """
     fig = Figure(figsize=(6.0, 3.6), layout="constrained")
     ax = fig.subplots()
     for tau, weight in data["weights"].items():
@@ -320,7 +341,10 @@ def balance_data(lams: np.ndarray | None = None, tau: float = 0.1, eps: float = 
 
 
 def balance(data: dict[str, np.ndarray]) -> Figure:
-    """The two curves of :func:`balance_data`: they cross at lambda = 1."""
+    """The two curves of :func:`balance_data`: they cross at lambda = 1.
+
+    Chapter 04_hardness.
+    """
     fig = Figure(figsize=(6.0, 3.6), layout="constrained")
     ax = fig.subplots()
     ax.plot(
@@ -405,7 +429,10 @@ def false_negative_data(
 
 def false_negative_rates(datasets: dict[str, dict]) -> Figure:
     """Per-user histograms of the exact false-negative rate |test_u| / (n_items - |train_u|), one panel per
-    data set of :func:`false_negative_data`, with the measured means."""
+    data set of :func:`false_negative_data`, with the measured means.
+
+    Chapter 05_debiasing.
+    """
     fig, axes = _grid(1, len(datasets), width=4.2, height=3.2)
     for ax, (name, data) in zip(axes, datasets.items(), strict=True):
         rates = 100 * data["expected_exclude"]
@@ -452,7 +479,10 @@ def debiasing_study(
 
 
 def debiasing_bias_variance(study: dict[str, Any]) -> Figure:
-    """Bias and standard deviation of the estimators of :func:`debiasing_study` against the assumed tau+."""
+    """Bias and standard deviation of the estimators of :func:`debiasing_study` against the assumed tau+.
+
+    Chapter 05_debiasing.
+    """
     fig, axes = _grid(1, 2, width=4.4, height=3.4)
     labels = {
         "biased": "biased mean",
@@ -479,7 +509,10 @@ def debiasing_bias_variance(study: dict[str, Any]) -> Figure:
 
 def estimator_histogram(result: dict[str, Any]) -> Figure:
     """Distributions of the biased, debiased and clamped estimates of one ``losses.debiasing_monte_carlo``
-    run, with the target E[phi(s-)] and the clamp's floor."""
+    run, with the target E[phi(s-)] and the clamp's floor.
+
+    Chapter 05_debiasing.
+    """
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.subplots()
     keys = ("biased", "debiased", "debiased_clamped")

@@ -40,7 +40,10 @@ NUMERIC_TOLERANCE = 1e-9
 
 
 def combine(verdicts: Iterable[Verdict]) -> Verdict:
-    """Three-valued AND: False if any step is False, None (undecided) if any is None, else True."""
+    """Three-valued AND: False if any step is False, None (undecided) if any is None, else True.
+
+    Chapter 03_bounds.
+    """
     values = list(verdicts)
     if any(value is False for value in values):
         return False
@@ -50,7 +53,10 @@ def combine(verdicts: Iterable[Verdict]) -> Verdict:
 
 
 def verdict_text(verdict: Verdict) -> str:
-    """'true', 'false' or 'undecided' (sympy's ``None``: it could not decide, never that the claim holds)."""
+    """'true', 'false' or 'undecided' (sympy's ``None``: it could not decide, never that the claim holds).
+
+    Chapter 03_bounds.
+    """
     return {True: "true", False: "false", None: "undecided"}[verdict]
 
 
@@ -58,6 +64,8 @@ def is_zero(expr: sp.Expr) -> Verdict:
     """sympy's verdict on ``expr == 0``: ``doit``, simplify, then ``Expr.equals`` (which may answer None).
 
     ``doit`` comes first because ``equals`` can wrongly answer False on unevaluated objects such as ``Subs``.
+
+    Chapter 03_bounds.
     """
     expr = expr.doit()
     if sp.simplify(expr) == 0:
@@ -73,6 +81,8 @@ class Step:
     ``>=``) and whose sign sympy can decide from the symbols' assumptions; the step's verdict is then
     "gap == witness" AND "witness >= 0". ``check`` replaces that rule for steps sympy needs help with (e.g. a
     convex function's minimum); it must itself return sympy's three-valued answers.
+
+    Chapter 03_bounds.
     """
 
     text: str
@@ -103,7 +113,10 @@ class Step:
 
 
 def convex_minimum_step(text: str, function: sp.Expr, variable: sp.Symbol, at: sp.Expr) -> Step:
-    """Step ``function >= function(at)`` proved by f'(at) = 0 and f'' > 0 on the variable's domain."""
+    """Step ``function >= function(at)`` proved by f'(at) = 0 and f'' > 0 on the variable's domain.
+
+    Chapter 03_bounds.
+    """
 
     def check() -> Verdict:
         first = sp.diff(function, variable).subs(variable, at)
@@ -114,7 +127,10 @@ def convex_minimum_step(text: str, function: sp.Expr, variable: sp.Symbol, at: s
 
 
 def increasing_step(text: str, function: sp.Expr, variable: sp.Symbol, start: sp.Expr) -> Step:
-    """Step ``function >= function(start)`` for variable >= start, proved by f' > 0 on its domain."""
+    """Step ``function >= function(start)`` for variable >= start, proved by f' > 0 on its domain.
+
+    Chapter 05_debiasing.
+    """
 
     def check() -> Verdict:
         return sp.simplify(sp.diff(function, variable)).is_positive
@@ -142,6 +158,8 @@ class Claim:
         axis, axis_values, sides: the plot: ``sides(axis_values)`` -> (lhs values, rhs values).
         lhs_label, rhs_label: LaTeX labels of the two sides.
         source: where the statement comes from.
+
+    Chapter 03_bounds.
     """
 
     name: str
@@ -197,7 +215,10 @@ class Claim:
 
 @dataclass(frozen=True)
 class ClaimReport:
-    """What :func:`show` found for one claim."""
+    """What :func:`show` found for one claim.
+
+    Chapter 03_bounds.
+    """
 
     name: str
     verdict: Verdict
@@ -207,7 +228,10 @@ class ClaimReport:
 
 
 def check(claim: Claim, rng: np.random.Generator, n_trials: int = 200) -> ClaimReport:
-    """Run the sympy verdicts and the numeric check of ``claim``."""
+    """Run the sympy verdicts and the numeric check of ``claim``.
+
+    Chapter 03_bounds.
+    """
     step_verdicts = tuple(step.verdict() for step in claim.steps)
     ok, smallest = claim.numeric_check(rng, n_trials)
     return ClaimReport(claim.name, combine(step_verdicts), ok, smallest, step_verdicts)
@@ -251,7 +275,10 @@ def _check_scores(pos: np.ndarray, neg: np.ndarray, tau: float) -> tuple[np.ndar
 
 
 def infonce(pos: np.ndarray, neg: np.ndarray, tau: float = 1.0) -> np.ndarray:
-    """InfoNCE per row, (B,), (B, N) -> (B,): -a + log(e^a + sum_j e^{b_j}) (spec ``infonce``), float64."""
+    """InfoNCE per row, (B,), (B, N) -> (B,): -a + log(e^a + sum_j e^{b_j}) (spec ``infonce``), float64.
+
+    Chapter 03_bounds.
+    """
     a, b = _check_scores(pos, neg, tau)
     return logsumexp(np.concatenate([a[:, None], b], axis=1), axis=1) - a
 
@@ -259,7 +286,10 @@ def infonce(pos: np.ndarray, neg: np.ndarray, tau: float = 1.0) -> np.ndarray:
 def infonce_plus(
     pos: np.ndarray, neg: np.ndarray, tau: float = 1.0, eps: float = 1.0, lam: float = 1.0
 ) -> np.ndarray:
-    """InfoNCE+ per row: -a + lam * log(eps * e^a + sum_j e^{b_j}) (Li & Jin; spec ``infonce+``), float64."""
+    """InfoNCE+ per row: -a + lam * log(eps * e^a + sum_j e^{b_j}) (Li & Jin; spec ``infonce+``), float64.
+
+    Chapter 03_bounds.
+    """
     a, b = _check_scores(pos, neg, tau)
     if eps == 0:
         return lam * logsumexp(b, axis=1) - a
@@ -267,13 +297,19 @@ def infonce_plus(
 
 
 def mine(pos: np.ndarray, neg: np.ndarray, tau: float = 1.0, lam: float = 1.0) -> np.ndarray:
-    """MINE (lam = 1) / MINE+ per row: -a + lam * log(mean_j e^{b_j}) (spec ``mine``, ``mine+``), float64."""
+    """MINE (lam = 1) / MINE+ per row: -a + lam * log(mean_j e^{b_j}) (spec ``mine``, ``mine+``), float64.
+
+    Chapter 03_bounds.
+    """
     a, b = _check_scores(pos, neg, tau)
     return lam * (logsumexp(b, axis=1) - math.log(b.shape[1])) - a
 
 
 def bpr(pos: np.ndarray, neg: np.ndarray, tau: float = 1.0) -> np.ndarray:
-    """BPR per row: sum_j softplus(b_j - a) (spec ``bpr``), float64."""
+    """BPR per row: sum_j softplus(b_j - a) (spec ``bpr``), float64.
+
+    Chapter 03_bounds.
+    """
     a, b = _check_scores(pos, neg, tau)
     return np.logaddexp(0.0, b - a[:, None]).sum(axis=1)
 
@@ -285,7 +321,10 @@ def bpr(pos: np.ndarray, neg: np.ndarray, tau: float = 1.0) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ScoreCase:
-    """A batch of rows with N negatives each: pos (B,), neg (B, N), temperature tau."""
+    """A batch of rows with N negatives each: pos (B,), neg (B, N), temperature tau.
+
+    Chapter 03_bounds.
+    """
 
     pos: np.ndarray
     neg: np.ndarray
@@ -297,6 +336,8 @@ def score_cases(rng: np.random.Generator, n_trials: int, adversarial: bool = Tru
 
     Adversarial: ties at 0 and at +-1e4; the positive 2e4 above or below every negative at tau = 0.01; one
     negative dominating; N = 1; N = 4096 ties.
+
+    Chapter 03_bounds.
     """
     cases = []
     for _ in range(n_trials):
@@ -321,7 +362,10 @@ def score_cases(rng: np.random.Generator, n_trials: int, adversarial: bool = Tru
 
 @dataclass(frozen=True)
 class DistributionCase:
-    """Two distributions P, Q over k outcomes and a critic T (k,)."""
+    """Two distributions P, Q over k outcomes and a critic T (k,).
+
+    Chapter 03_bounds.
+    """
 
     p: np.ndarray
     q: np.ndarray
@@ -332,7 +376,10 @@ def distribution_cases(
     rng: np.random.Generator, n_trials: int, adversarial: bool = True
 ) -> list[DistributionCase]:
     """Random (P, Q, T) with k in 2..20, Dirichlet concentrations 0.05..10; adversarial: the optimal critic
-    log(P/Q) + c (equality), P = Q with a constant critic, critics of +-1e4, nearly degenerate P."""
+    log(P/Q) + c (equality), P = Q with a constant critic, critics of +-1e4, nearly degenerate P.
+
+    Chapter 03_bounds.
+    """
     cases = []
     for _ in range(n_trials):
         k = int(rng.integers(2, 21))
@@ -354,7 +401,10 @@ def distribution_cases(
 
 @dataclass(frozen=True)
 class SampleCase:
-    """A discrete score distribution: values (k,) with probabilities (k,), and a sample size N."""
+    """A discrete score distribution: values (k,) with probabilities (k,), and a sample size N.
+
+    Chapter 03_bounds.
+    """
 
     values: np.ndarray
     probs: np.ndarray
@@ -363,7 +413,10 @@ class SampleCase:
 
 def sample_cases(rng: np.random.Generator, n_trials: int, adversarial: bool = True) -> list[SampleCase]:
     """Random k-point score distributions (k in 1..4, N in 1..12, scale 1e-2..30); adversarial: a point mass,
-    values of +-1e4, probabilities of 1e-12."""
+    values of +-1e4, probabilities of 1e-12.
+
+    Chapter 03_bounds.
+    """
     cases = []
     for _ in range(n_trials):
         k = int(rng.integers(1, 5))
@@ -381,7 +434,10 @@ def sample_cases(rng: np.random.Generator, n_trials: int, adversarial: bool = Tr
 
 @dataclass(frozen=True)
 class JointCase:
-    """A joint distribution of (user, item) (k_u, k_i), a critic f (k_u, k_i), the number of negatives N."""
+    """A joint distribution of (user, item) (k_u, k_i), a critic f (k_u, k_i), the number of negatives N.
+
+    Chapter 03_bounds.
+    """
 
     joint: np.ndarray
     critic: np.ndarray
@@ -391,7 +447,10 @@ class JointCase:
 def joint_cases(rng: np.random.Generator, n_trials: int, adversarial: bool = True) -> list[JointCase]:
     """Random joints (k_u, k_i in 2..4, N in 1..3) with random critics; adversarial: independent users and
     items (MI = 0), the optimal critic log p(i|u)/p(i), a deterministic joint with a critic of 1e4 on its
-    support."""
+    support.
+
+    Chapter 03_bounds.
+    """
     cases = []
     for _ in range(n_trials):
         shape = (int(rng.integers(2, 5)), int(rng.integers(2, 5)))
@@ -418,12 +477,18 @@ def joint_cases(rng: np.random.Generator, n_trials: int, adversarial: bool = Tru
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """KL(P || Q) = sum_i p_i log(p_i / q_i) in float64 (0 log 0 = 0)."""
+    """KL(P || Q) = sum_i p_i log(p_i / q_i) in float64 (0 log 0 = 0).
+
+    Chapter 03_bounds.
+    """
     return float(rel_entr(p, q).sum())
 
 
 def donsker_varadhan(p: np.ndarray, q: np.ndarray, critic: np.ndarray) -> float:
-    """The Donsker-Varadhan bound E_P[T] - log E_Q[e^T] (MINE's objective, Belghazi et al. 2018), float64."""
+    """The Donsker-Varadhan bound E_P[T] - log E_Q[e^T] (MINE's objective, Belghazi et al. 2018), float64.
+
+    Chapter 03_bounds.
+    """
     return float(np.dot(p, critic) - logsumexp(critic, b=q))
 
 
@@ -434,7 +499,10 @@ def _compositions(num_samples: int, k: int) -> np.ndarray:
 
 
 def expected_log_mean_exp(values: np.ndarray, probs: np.ndarray, num_samples: int) -> float:
-    """E[log (1/N) sum_j e^{B_j}] for N iid draws of a discrete B, exactly (a sum over multinomial counts)."""
+    """E[log (1/N) sum_j e^{B_j}] for N iid draws of a discrete B, exactly (a sum over multinomial counts).
+
+    Chapter 03_bounds.
+    """
     counts = _compositions(num_samples, len(values))
     with np.errstate(divide="ignore"):
         log_probs = np.log(probs)
@@ -446,12 +514,18 @@ def expected_log_mean_exp(values: np.ndarray, probs: np.ndarray, num_samples: in
 
 
 def log_mean_exp(values: np.ndarray, probs: np.ndarray) -> float:
-    """log E[e^B] for a discrete B, float64."""
+    """log E[e^B] for a discrete B, float64.
+
+    Chapter 03_bounds.
+    """
     return float(logsumexp(values, b=probs))
 
 
 def mutual_information(joint: np.ndarray) -> float:
-    """I(U; I) of a joint distribution table (k_u, k_i), in nats."""
+    """I(U; I) of a joint distribution table (k_u, k_i), in nats.
+
+    Chapter 03_bounds.
+    """
     return kl_divergence(joint.ravel(), np.outer(joint.sum(axis=1), joint.sum(axis=0)).ravel())
 
 
@@ -459,6 +533,8 @@ def infonce_mi_estimate(joint: np.ndarray, critic: np.ndarray, num_negatives: in
     """log(N + 1) - E[InfoNCE] exactly, for positives (u, i) ~ joint and N negatives iid from p(i).
 
     Enumerates every tuple of negatives (k_i^N of them), so keep k_i^N small.
+
+    Chapter 03_bounds.
     """
     item_marginal = joint.sum(axis=0)
     tuples = np.array(list(itertools.product(range(joint.shape[1]), repeat=num_negatives)), dtype=np.int64)
@@ -1061,7 +1137,10 @@ def _row_losses() -> dict[str, sp.Expr]:
 
 @dataclass(frozen=True)
 class GradientRow:
-    """One loss's gradients (N = 3 negatives): d/ds_1, d/ds+, and the balance d/ds+ + sum_j d/ds_j."""
+    """One loss's gradients (N = 3 negatives): d/ds_1, d/ds+, and the balance d/ds+ + sum_j d/ds_j.
+
+    Chapter 04_hardness.
+    """
 
     name: str
     loss: sp.Expr
@@ -1268,6 +1347,8 @@ def ease_instance(seed: int = 0, n_users: int = 7, n_items: int = 4, l2: int = 3
     """A small random 0/1 matrix X and EASE's closed form on it in exact rationals (Steck 2019, eq. 8).
 
     Returns X, the Gram matrix G = X^T X, P = (G + l2 I)^-1 and B = I - P diag(1 / diag P).
+
+    Chapter 06_linear_models.
     """
     rng = np.random.default_rng(seed)
     matrix = sp.Matrix((rng.random((n_users, n_items)) < 0.5).astype(int))

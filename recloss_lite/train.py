@@ -31,6 +31,7 @@ from .models import MF, batch_scores
 from .sampling import KINDS, NegativeSampler
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("mf", "ials", "ease")
 
 
 class RowAdam:
@@ -85,6 +86,7 @@ class TrainConfig:
     loss: str = "bpr"
     loss_params: dict = field(default_factory=dict)
     model: str = "mf"
+    model_params: dict = field(default_factory=dict)
     dim: int = 64
     similarity: str = "dot"
     sampler: str = "uniform"
@@ -120,6 +122,8 @@ class TrainConfig:
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: allowed range is {allowed}")
+        if self.model not in MODELS:
+            raise ValueError(f"model={self.model!r}: allowed values are {MODELS}")
         if self.sampler not in KINDS:
             raise ValueError(f"sampler={self.sampler!r}: allowed values are {KINDS}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -132,7 +136,8 @@ class TrainConfig:
     def run_id(self) -> str:
         """A short name for this configuration: dataset-model-loss-hash."""
         digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.dataset}-{self.model}-{self.loss}-{digest}"
+        label = f"mf-{self.loss}" if self.model == "mf" else self.model
+        return f"{self.dataset}-{label}-{digest}"
 
 
 def git_commit() -> str:
@@ -240,6 +245,8 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
     validation, the test metrics of that epoch's model, wall time, commit and data checksum. With ``out_dir`` a
     checkpoint is written after every epoch and ``resume=True`` continues an interrupted run from it.
     """
+    if config.model != "mf":
+        return fit_linear(config, dataset, out_dir, progress)
     started = time.perf_counter()
     dataset = _load_dataset(config, dataset)
     device = torch.device(config.device)
@@ -311,20 +318,75 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
             break
     if state["best_weight"] is not None:
         model.weight.data.copy_(state["best_weight"])
+    result = _result(config, dataset, score_fn, state, stop_reason, started, out_dir)
+    return result, model
+
+
+def _result(config: TrainConfig, dataset: data_module.Dataset, score_fn: Callable, state: dict, stop_reason: str,
+            started: float, out_dir: str | Path | None) -> dict:
+    """Evaluate the selected model on test and assemble (and write) the result record of a run."""
     test_metrics = metrics.evaluate(score_fn, dataset.train, dataset.test, ks=config.ks,
                                     batch_size=config.eval_batch_size)
     result = {
-        "dataset": dataset.name, "model": config.model, "loss": config.loss, "params": config.to_dict(),
-        "metrics": test_metrics, "valid_metrics": next((e["valid"] for e in state["history"]
-                                                        if e["epoch"] == state["best_epoch"] and "valid" in e), {}),
+        "dataset": dataset.name, "model": config.model, "loss": config.loss if config.model == "mf" else None,
+        "params": config.to_dict(), "metrics": test_metrics,
+        "valid_metrics": next((e["valid"] for e in state["history"]
+                               if e["epoch"] == state["best_epoch"] and "valid" in e), {}),
         "best_epoch": state["best_epoch"], "epochs": state["epoch"], "stop_reason": stop_reason,
         "history": state["history"], "seconds": state["seconds"],
         "wall_seconds_this_session": time.perf_counter() - started,
         "command": " ".join(["recloss-lite", *sys.argv[1:]]) if Path(sys.argv[0]).name == "recloss-lite"
         else " ".join(sys.argv), "commit": git_commit(),
-        "data_checksum": matrix_checksum(dataset.train, dataset.test), "device": str(device),
+        "data_checksum": matrix_checksum(dataset.train, dataset.test), "device": config.device,
         "torch": torch.__version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / "result.json", result)
-    return result, model
+    return result
+
+
+def fit_linear(config: TrainConfig, dataset: data_module.Dataset | None = None,
+               out_dir: str | Path | None = None, progress: bool = True) -> tuple[dict, object]:
+    """Fit iALS or EASE (``config.model``, settings in ``config.model_params``) and evaluate like MF (06, 07).
+
+    EASE is one closed-form solve on the whole training set. iALS runs up to ``config.epochs`` sweeps on the
+    training set minus the validation split, evaluating every ``eval_every`` sweeps, keeps the factors of the
+    best validation sweep and stops early after ``patience`` evaluations without improvement.
+    """
+    from . import linear
+
+    started = time.perf_counter()
+    dataset = _load_dataset(config, dataset)
+    state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid": -1.0, "seconds": 0.0, "stale": 0}
+    if config.model == "ease":
+        model = linear.EASE(**config.model_params).fit(dataset.train)
+        state.update(epoch=1, best_epoch=1, seconds=time.perf_counter() - started)
+        return _result(config, dataset, model.scores, state, "closed form", started, out_dir), model
+    fit_train, valid = data_module.validation_split(dataset.train, config.valid_fraction, seed=config.seed)
+    model = linear.IALS(**{"factors": config.dim, "seed": config.seed, **config.model_params}).start(fit_train)
+    key, best, stop_reason = f"recall@{config.ks[0]}", None, "epochs"
+    for sweep in range(1, config.epochs + 1):
+        sweep_start = time.perf_counter()
+        model.fit_iteration()
+        entry = {"epoch": sweep, "train_seconds": time.perf_counter() - sweep_start}
+        if sweep % config.eval_every == 0 or sweep == config.epochs:
+            entry["valid"] = metrics.evaluate(model.scores, fit_train, valid, ks=config.ks,
+                                              batch_size=config.eval_batch_size)
+            if entry["valid"][key] > state["best_valid"]:
+                best = (model.user_factors.clone(), model.item_factors.clone())
+                state.update(best_valid=entry["valid"][key], best_epoch=sweep, stale=0)
+            else:
+                state["stale"] += 1
+        entry["seconds"] = time.perf_counter() - sweep_start
+        state["seconds"] += entry["seconds"]
+        state["history"].append(entry)
+        state["epoch"] = sweep
+        if progress:
+            print(f"ials sweep {sweep}: " + (f"valid {key} {entry['valid'][key]:.4f}" if "valid" in entry else ""),
+                  file=sys.stderr, flush=True)
+        if state["stale"] >= config.patience:
+            stop_reason = "early stopping"
+            break
+    if best is not None:
+        model.user_factors, model.item_factors = best
+    return _result(config, dataset, model.scores, state, stop_reason, started, out_dir), model

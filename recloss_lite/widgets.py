@@ -21,7 +21,10 @@ from recloss_lite import plots
 
 
 def figure_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes (the same settings as ``notebook.save_figure``)."""
+    """The figure as PNG bytes (the same settings as ``notebook.save_figure``).
+
+    Chapters 02_losses, 04_hardness and 05_debiasing.
+    """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     return buffer.getvalue()
@@ -34,6 +37,8 @@ class Panel:
         controls: name -> ipywidgets value widget; the names are ``compute``'s keyword arguments.
         compute: the study (a ``plots.*_data`` function) for the current values; its result is :attr:`data`.
         draw: the figure of that result (a ``plots`` figure function); the result is :attr:`figure`.
+
+    Chapters 02_losses, 04_hardness and 05_debiasing.
     """
 
     def __init__(

@@ -146,6 +146,22 @@ def test_page_images_exist(build, chapter):
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
+def test_widgets_show_their_initial_figure(build, chapter):
+    """A widget's initial figure must be visible without the widget JavaScript (offline, or no kernel).
+
+    The panels of ``recloss_lite.widgets`` put it next to the widget view as ``image/png``; MyST-NB renders
+    the PNG when ``book/_config.yml`` ranks the widget view after it, e.g.
+    ``nb_mime_priority_overrides: [["html", "application/vnd.jupyter.widget-view+json", 55]]``.
+    """
+    path, _ = _page(build, chapter)
+    html = path.read_text(encoding="utf-8")
+    assert '<script type="application/vnd.jupyter.widget-view+json">' not in html, (
+        f"{chapter}: a widget is rendered as a bare widget view; rank it after image/png in book/_config.yml "
+        "(nb_mime_priority_overrides) so that its initial figure shows"
+    )
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_page_has_math(build, chapter):
     _, page = _page(build, chapter)
     if "$" in _source(chapter):
