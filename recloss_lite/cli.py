@@ -1,6 +1,6 @@
 """``recloss-lite``: data statistics, training, benchmarks and the full-scale reproduction (chapter 07_training).
 
-Subcommands: ``data NAME``, ``losses``, ``train``, ``bench``. ``train --json`` prints one JSON object as its last
+Subcommands: ``data NAME``, ``losses``, ``train``, ``reproduce``, ``bench``. ``train --json`` prints one JSON object as its last
 line, holding at least ``"metrics": {"recall@20": ..., "ndcg@20": ...}``.
 """
 
@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+    from . import reproduce  # imports this module: load it only once the module is complete
+
+    p = sub.add_parser("reproduce", help="train every loss (plus iALS, EASE) at full scale into book/results/; "
+                       "resumes, skipping finished runs")
+    reproduce.add_arguments(p)
+    p.set_defaults(func=reproduce.main_reproduce)
     p = sub.add_parser("bench", help="measure epoch and evaluation times and print them")
     p.add_argument("--dataset", default="gowalla")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions; the median is reported")

@@ -26,10 +26,17 @@ def fast_mode() -> bool:
     return value in {"1", "true"}
 
 
+def figures_dir() -> Path:
+    """Where chapters save figures: ``figures/`` (committed, full settings), or in fast mode the build folder
+    next to the records, so that a fast build (CI) never overwrites the committed figures."""
+    return records_dir().parent / "figures-fast" if fast_mode() else FIGURES
+
+
 def save_figure(fig: matplotlib.figure.Figure, name: str) -> Path:
-    """Save ``fig`` as ``figures/<name>.png`` (deterministic: no timestamps in the PNG metadata) and return the path."""
-    FIGURES.mkdir(exist_ok=True)
-    path = FIGURES / f"{name}.png"
+    """Save ``fig`` as ``<figures_dir>/<name>.png`` (deterministic: no timestamps in the PNG metadata)."""
+    folder = figures_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
     return path
 

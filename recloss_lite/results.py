@@ -1,6 +1,7 @@
-"""The results store: one JSON file per finished full-scale run, and the published reference table (chapter 07_training).
+"""The results store: one JSON file per finished full-scale run, and the published table (chapter 07_training).
 
-A run's file is ``book/results/<dataset>/<model>-<loss>[-<tag>].json`` with the fields of :data:`FIELDS`:
+A run's file is ``book/results/<dataset>/<model>[-<loss>][-<tag>].json`` (iALS and EASE have no loss) with the
+fields of :data:`FIELDS`:
 the test metrics (Recall@20, NDCG@20) of the model chosen on validation, the run's settings and the exact command
 that reproduces it. :data:`PUBLISHED` holds the reference rows of ``shared/spec/losses.md`` (LightGCN paper Table 4
 and the BARS leaderboards, arXiv 2002.02126 / 2205.09626), and :func:`comparison` puts both side by side.
@@ -25,7 +26,8 @@ _LIGHTGCN = "LightGCN paper (arXiv 2002.02126), Table 4"
 _BARS_NAMES = {"gowalla": "Gowalla", "yelp2018": "Yelp18", "amazon-book": "AmazonBooks"}
 
 
-def _published(label: str, model: str, loss: str, source: str, values: dict[str, tuple[float, float]]) -> list[dict]:
+def _published(label: str, model: str, loss: str | None, source: str,
+               values: dict[str, tuple[float, float]]) -> list[dict]:
     return [{"label": label, "dataset": dataset, "model": model, "loss": loss,
              "metrics": {"recall@20": recall, "ndcg@20": ndcg},
              "source": source.format(_BARS_NAMES[dataset]) if "{}" in source else source}
@@ -43,7 +45,7 @@ PUBLISHED: list[dict] = [
         "gowalla": (0.1837, 0.1493), "yelp2018": (0.0698, 0.0572), "amazon-book": (0.0559, 0.0447)}),
     *_published("SimpleX", "simplex", "ccl", _BARS, {
         "gowalla": (0.1872, 0.1557), "yelp2018": (0.0701, 0.0575), "amazon-book": (0.0583, 0.0468)}),
-    *_published("EASE", "ease", "mse", _BARS + " (l2 80 / 300 / 50)", {
+    *_published("EASE", "ease", None, _BARS + " (l2 80 / 300 / 50)", {
         "gowalla": (0.1765, 0.1467), "yelp2018": (0.0657, 0.0552), "amazon-book": (0.0710, 0.0567)}),
 ]
 
@@ -54,11 +56,12 @@ def _check_part(what: str, value: str) -> str:
     return value
 
 
-def result_path(dataset: str, model: str, loss: str, tag: str | None = None, root: str | Path | None = None) -> Path:
-    """``<root>/<dataset>/<model>-<loss>[-<tag>].json`` (root defaults to ``book/results``; chapter 07_training)."""
-    parts = [_check_part("model", model), _check_part("loss", loss)]
-    if tag is not None:
-        parts.append(_check_part("tag", tag))
+def result_path(dataset: str, model: str, loss: str | None, tag: str | None = None,
+                root: str | Path | None = None) -> Path:
+    """``<root>/<dataset>/<model>[-<loss>][-<tag>].json`` (root defaults to ``book/results``; loss None for iALS and
+    EASE; chapter 07_training)."""
+    parts = [_check_part(what, value) for what, value in (("model", model), ("loss", loss), ("tag", tag))
+             if what == "model" or value is not None]
     return Path(root or RESULTS_DIR) / _check_part("dataset", dataset) / ("-".join(parts) + ".json")
 
 
@@ -100,7 +103,7 @@ def published(dataset: str) -> list[dict]:
     return [row for row in PUBLISHED if row["dataset"] == dataset]
 
 
-def comparison(dataset: str, runs: list[tuple[str, str, str]], root: str | Path | None = None) -> list[dict]:
+def comparison(dataset: str, runs: list[tuple[str, str | None, str]], root: str | Path | None = None) -> list[dict]:
     """One row per planned run ``(model, loss, command)``: its stored metrics (``None`` when missing), the published
     row for the same model and loss (if any) and the differences measured - published (chapter 07_training)."""
     stored = {(r["model"], r["loss"]): r for r in load_results(dataset, root)}

@@ -156,7 +156,8 @@ class Claim:
         lhs, rhs: the two sides evaluated on one input case (float64 arrays of equal shape).
         cases: ``cases(rng, n_trials, adversarial)`` -> list of input cases (random ones, then adversarial).
         axis, axis_values, sides: the plot: ``sides(axis_values)`` -> (lhs values, rhs values).
-        lhs_label, rhs_label: LaTeX labels of the two sides.
+        lhs_label, rhs_label: labels of the two sides in matplotlib mathtext (no ``\\mathbb``: mathtext looks its
+            font up as a file named "bb" in the working directory).
         source: where the statement comes from.
 
     Chapter 03_bounds.
@@ -922,7 +923,7 @@ def _claim_donsker_varadhan() -> Claim:
         np.linspace(-4.0, 8.0, 121),
         sides,
         r"$\mathrm{KL}(P\|Q)$",
-        r"$\mathbb{E}_P[T] - \log\mathbb{E}_Q[e^T]$",
+        r"$\mathrm{E}_P[T] - \log\mathrm{E}_Q[e^T]$",
         "Donsker & Varadhan (1983), used by MINE (Belghazi et al. 2018); derived here.",
     )
 
@@ -993,7 +994,7 @@ def _claim_infonce_mi_bound() -> Claim:
         np.arange(1, 7),
         sides,
         r"$I(U; I)$",
-        r"$\log(N+1) - \mathbb{E}[\mathcal{L}_{\mathrm{InfoNCE}}]$",
+        r"$\log(N+1) - \mathrm{E}[\mathcal{L}_{\mathrm{InfoNCE}}]$",
         "van den Oord et al. 2018 (CPC), Poole et al. 2019; derived here from the Donsker-Varadhan claim. "
         "Expectations are computed exactly by enumerating every tuple of negatives.",
     )
@@ -1084,8 +1085,8 @@ def _claim_log_mean_exp_bias() -> Claim:
         "number of samples N (B in {0, 1, 3} with probabilities 0.7, 0.2, 0.1)",
         np.arange(1, 41),
         sides,
-        r"$\mathbb{E}[\log \frac{1}{N}\sum_j e^{B_j}]$",
-        r"$\log\mathbb{E}[e^B]$",
+        r"$\mathrm{E}[\log \frac{1}{N}\sum_j e^{B_j}]$",
+        r"$\log\mathrm{E}[e^B]$",
         "Jensen's inequality (Belghazi et al. 2018 discuss this bias of MINE); derived here. Expectations "
         "are computed exactly over all multinomial counts.",
     )

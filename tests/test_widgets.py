@@ -16,6 +16,7 @@ def _curve(panel: widgets.Panel, title: str, label_start: str = "") -> np.ndarra
     return matches[0]
 
 
+@pytest.mark.slow
 def test_loss_panel_follows_its_sliders():
     panel = widgets.loss_panel()
     bundle = panel._repr_mimebundle_()

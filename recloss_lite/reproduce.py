@@ -1,0 +1,233 @@
+"""The full-scale reproduction: the plan of every run for a data set, run with resume (chapter 07_training).
+
+``recloss-lite reproduce --dataset gowalla`` trains MF (64 dims) with every loss of :data:`LOSSES` plus iALS and
+EASE, stores each finished run with :func:`recloss_lite.results.record_result` and skips runs whose result file
+exists; an interrupted MF run continues from its checkpoint in ``runs/reproduce/<dataset>/<model>-<loss>``.
+
+Settings (every choice in one place, :func:`plan`):
+
+* MF, every loss but ``bpr``: SimpleX's published MF-CCL training set-up of the data set (Adam, cosine similarity,
+  800 negatives drawn uniformly from all items; lr / batch per data set, spec/losses.md), so the losses are
+  compared on one footing. One deviation, for CPU speed: the batch shares its negatives (one matrix product;
+  SimpleX draws them per row). ``ccl`` / ``debiased-ccl``: the published margin and negative weight.
+  The exp family (``softmax``, ``infonce``, ``infonce+``, ``dcl``, ``mine``, ``mine+`` and debiased forms) uses
+  BSL's tuned temperature t1 (arXiv 2312.12882) as tau; ``mine+`` / ``debiased-mine+`` also its t2 as lam
+  (BSL's loss -s+/t1 + t2 log sum_j e^{s_j/t1} is ``mine+`` with tau = t1, lam = t2, up to t2 log N).
+  ``infonce+`` keeps Li & Jin's eps = 0, lam = 1.1; debiased losses tau_plus = 0.1 (the library defaults).
+* MF-``bpr``: the classic set-up of ``cli.PRESETS`` (dot product, one uniform negative), up to 400 epochs.
+* EASE: BARS' l2 (80 Gowalla, 300 Yelp2018, 50 Amazon-Book), fitted on the full training matrix as BARS does.
+* iALS: Rendle et al. 2021's form (confidence 1, frequency-scaled l2 = 0.01, unobserved weight 0.1, 64 factors;
+  these beat ``cli.LINEAR_PRESETS``' on ml-100k validation), the number of sweeps chosen on validation.
+* ``ml-100k`` (the book's live chapters): the same losses with 256 shared negatives, batch 1024, lr 3e-2 (1e-2 for
+  bpr), 30 epochs, EASE l2 500: settings that learn in seconds on a laptop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import cli, data, results
+from .train import TrainConfig, fit
+
+LOSSES = ("bpr", "softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "debiased-infonce", "debiased-mine+",
+          "mse", "debiased-mse", "ccl", "debiased-ccl")
+RUNS_DIR = Path("runs") / "reproduce"
+# SimpleX authors' MF-CCL configs (spec/losses.md).
+SIMPLEX = {
+    "gowalla": {"lr": 1e-4, "batch_size": 256, "num_negatives": 800, "margin": 0.9, "neg_weight": 150.0},
+    "yelp2018": {"lr": 1e-4, "batch_size": 512, "num_negatives": 800, "margin": 0.9, "neg_weight": 150.0},
+    "amazon-book": {"lr": 1e-3, "batch_size": 512, "num_negatives": 1500, "margin": 0.2, "neg_weight": 250.0},
+}
+# BSL's MINE+-form loss for MF with 800 negatives: (t1, t2) -> tau, lam (spec/losses.md).
+BSL = {"gowalla": (0.08, 1.22), "yelp2018": (0.11, 1.10), "amazon-book": (0.14, 1.32)}
+EASE_L2 = {"gowalla": 80.0, "yelp2018": 300.0, "amazon-book": 50.0, "ml-100k": 500.0}
+IALS_SETTINGS = {"alpha": 0.0, "l2": 0.01, "unobserved_weight": 0.1, "reg_exponent": 1.0}
+SMALL = {"num_negatives": 256, "batch_size": 1024, "lr": 3e-2, "epochs": 30, "eval_every": 1}
+SMALL_BPR = {"batch_size": 1024, "lr": 1e-2, "epochs": 30, "eval_every": 1}
+_EXP_FAMILY = ("softmax", "infonce", "infonce+", "dcl", "mine", "mine+")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the plan: ``config`` (MF with a loss, or iALS / EASE with ``loss=None``) and ``note``, where its
+    settings come from."""
+
+    dataset: str
+    model: str
+    loss: str | None
+    note: str
+    config: TrainConfig
+    tag: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``<model>[-<loss>][-<tag>]``: the result file's stem and the run folder's name."""
+        return "-".join(part for part in (self.model, self.loss, self.tag) if part)
+
+    def out_dir(self, runs_root: str | Path = RUNS_DIR) -> Path:
+        """The run folder holding its checkpoint: ``<runs_root>/<dataset>/<name>``."""
+        return Path(runs_root) / self.dataset / self.name
+
+    @property
+    def command(self) -> str:
+        """The exact ``recloss-lite train`` command line that reproduces this run (chapter 07_training)."""
+        return train_command(self.config, self.out_dir())
+
+    def matches(self, selection: list[str] | None) -> bool:
+        """True when ``selection`` is None or names this run's loss, model or name."""
+        return selection is None or bool({self.loss, self.model, self.name} & set(selection))
+
+
+def _format(value: object) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def train_command(config: TrainConfig, out_dir: str | Path) -> str:
+    """The ``recloss-lite train`` command line whose configuration (``cli.config_from_args``) equals ``config``:
+    the options that differ from the loss's preset, the loss parameters, ``--out out_dir --resume --json``."""
+    linear_model = config.model != "mf"
+    settings = dict(cli.LINEAR_PRESETS[config.model]) if linear_model else cli.preset(config.loss)
+    baseline = TrainConfig(dataset=config.dataset, loss=config.loss, model=config.model, **settings)
+    parts = ["recloss-lite", "train", "--dataset", config.dataset]
+    parts += ["--model", config.model] if linear_model else ["--loss", config.loss]
+    for name, value in config.model_params.items():
+        if baseline.model_params.get(name) != value:
+            parts += ["--model-param", f"{name}={_format(value)}"]
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(config, f.name)
+        if f.name in ("dataset", "loss", "model", "loss_params", "model_params") or value == getattr(baseline,
+                                                                                                    f.name):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if value is None:
+            raise ValueError(f"train_command: {f.name}=None differs from the preset and has no option")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(value, tuple):
+            parts += [flag, *map(_format, value)]
+        else:
+            parts += [flag, _format(value)]
+    for name, value in config.loss_params.items():
+        parts += ["--" + name.replace("_", "-"), _format(float(value))]
+    parts += ["--out", str(out_dir), "--resume", "--json"]
+    return shlex.join(parts)
+
+
+def _mf_run(dataset: str, loss: str, device: str) -> Run:
+    base = loss.removeprefix("debiased-")
+    settings = cli.preset(loss)
+    loss_params: dict[str, float] = {}
+    if dataset in SIMPLEX:
+        published = SIMPLEX[dataset]
+        if base == "bpr":
+            settings.update(epochs=400)
+            note = "classic MF-BPR preset (dot, 1 uniform negative, Adam 1e-3, batch 2048)"
+        else:
+            settings.update(lr=published["lr"], batch_size=published["batch_size"],
+                            num_negatives=published["num_negatives"], sampler="uniform", similarity="cosine")
+            note = "SimpleX MF-CCL training set-up (shared negatives)"
+        if base == "ccl":
+            loss_params.update(margin=published["margin"], neg_weight=published["neg_weight"])
+            note += "; published CCL margin / negative weight"
+        if base in _EXP_FAMILY:
+            t1, t2 = BSL[dataset]
+            loss_params["tau"] = t1
+            note += f"; BSL t1 = {t1} as tau"
+            if base == "mine+":
+                loss_params["lam"] = t2
+                note += f", t2 = {t2} as lam"
+    else:
+        settings.update(SMALL_BPR if base == "bpr" else SMALL)
+        note = "book's small set-up (256 shared negatives, lr 3e-2; bpr lr 1e-2)"
+    config = TrainConfig(dataset=dataset, loss=loss, loss_params=loss_params, device=device, **settings)
+    return Run(dataset, "mf", loss, note, config)
+
+
+def _linear_run(dataset: str, model: str, model_params: dict, note: str, device: str) -> Run:
+    settings = dict(cli.LINEAR_PRESETS[model])
+    settings["model_params"] = {**settings.get("model_params", {}), **model_params}
+    return Run(dataset, model, None, note, TrainConfig(dataset=dataset, model=model, device=device, **settings))
+
+
+def config_for(dataset: str, loss: str, loss_params: dict | None = None, **changes: object) -> TrainConfig:
+    """The planned MF configuration of ``loss`` on ``dataset`` with ``loss_params`` merged over the planned ones and
+    other fields replaced by ``changes`` (chapters 07-09 and the live widget train ml-100k with it)."""
+    config = _mf_run(dataset, loss, str(changes.pop("device", "cpu"))).config
+    merged = {**config.loss_params, **(loss_params or {})}
+    return dataclasses.replace(config, loss_params=merged, **changes)
+
+
+def plan(dataset: str, device: str = "cpu") -> list[Run]:
+    """Every run for ``dataset``: MF with each loss of :data:`LOSSES`, then iALS and EASE (module docstring).
+
+    ``dataset`` is a registered name (published settings exist for gowalla, yelp2018, amazon-book; other data sets
+    get the small set-up). Chapter 07_training.
+    """
+    if dataset not in data.REGISTRY:
+        raise ValueError(f"dataset={dataset!r}: allowed values are {sorted(data.REGISTRY)}")
+    runs = [_mf_run(dataset, loss, device) for loss in LOSSES]
+    runs.append(_linear_run(dataset, "ials", IALS_SETTINGS, "Rendle et al. 2021 form; sweeps chosen on validation",
+                            device))
+    ease_note = "BARS l2" if dataset in SIMPLEX else "l2 of the book's small set-up"
+    runs.append(_linear_run(dataset, "ease", {"l2": EASE_L2.get(dataset, 500.0)}, ease_note, device))
+    return runs
+
+
+def status(run: Run, results_root: str | Path | None = None, runs_root: str | Path = RUNS_DIR) -> str:
+    """``done`` (result file exists), ``partial`` (a checkpoint exists) or ``todo``."""
+    if results.result_path(run.dataset, run.model, run.loss, run.tag, results_root).exists():
+        return "done"
+    return "partial" if (run.out_dir(runs_root) / "checkpoint.pt").exists() else "todo"
+
+
+def execute(run: Run, dataset: data.Dataset | None = None, results_root: str | Path | None = None,
+            runs_root: str | Path = RUNS_DIR, progress: bool = True) -> Path | None:
+    """Run ``run`` unless its result file exists (then return None); store the result and return its file.
+
+    MF continues from its checkpoint (``train.fit(..., resume=True)``). ``dataset`` overrides loading
+    ``run.dataset`` (tests pass a small one). Chapter 07_training.
+    """
+    if status(run, results_root, runs_root) == "done":
+        return None
+    dataset = dataset if dataset is not None else data.load(run.dataset)
+    if dataset.name != run.dataset:
+        raise ValueError(f"run {run.name} is planned for {run.dataset!r} but the data set given is {dataset.name!r}")
+    result, _ = fit(run.config, dataset=dataset, out_dir=run.out_dir(runs_root), resume=True, progress=progress)
+    result["command"] = run.command
+    return results.record_result(result, run.tag, results_root)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``recloss-lite reproduce``."""
+    parser.add_argument("--dataset", required=True, choices=sorted(SIMPLEX) + ["ml-100k"])
+    parser.add_argument("--losses", nargs="+", default=None,
+                        help="runs to do, by loss, model (ials, ease, mf) or name (mf-ccl); default all: "
+                        + ", ".join(LOSSES))
+    parser.add_argument("--dry-run", action="store_true", help="print the plan with each run's command and status")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--results", default=None, help="results folder (default book/results)")
+    parser.add_argument("--runs", default=str(RUNS_DIR), help="checkpoint folder (default runs/reproduce)")
+
+
+def main_reproduce(args: argparse.Namespace) -> int:
+    """``recloss-lite reproduce``: print the plan (``--dry-run``) or execute every selected run in order."""
+    runs = [run for run in plan(args.dataset, args.device) if run.matches(args.losses)]
+    if not runs:
+        raise ValueError(f"--losses {args.losses}: no run matches; runs are "
+                         f"{[run.name for run in plan(args.dataset, args.device)]}")
+    if args.device == "cpu":
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
+    for index, run in enumerate(runs, 1):
+        state = status(run, args.results, args.runs)
+        print(f"[{index}/{len(runs)}] {run.name} ({state}): {run.note}\n  {run.command}", flush=True)
+        if args.dry_run or state == "done":
+            continue
+        path = execute(run, results_root=args.results, runs_root=args.runs)
+        print(f"  stored {path}", flush=True)
+    return 0

@@ -1,0 +1,136 @@
+"""The results store, the reproduction plan and its resume logic, the overlap area and the live widget."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+
+import numpy as np
+import pytest
+import torch
+
+from recloss_lite import cli, live_widgets, reproduce, results, training_plots
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these runs are tiny, and a second thread on a busy 2-core machine slows them badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _result(**changes: object) -> dict:
+    base = {"dataset": "gowalla", "model": "mf", "loss": "ccl", "params": {"lr": 1e-4},
+            "metrics": {"recall@20": 0.18, "ndcg@20": 0.15, "hr@20": 0.6}, "best_epoch": 40, "epochs": 50,
+            "seconds": 12.5, "command": "recloss-lite train --dataset gowalla --loss ccl", "commit": "abc",
+            "created": "2024-01-01T00:00:00+00:00", "history": [{"epoch": 1}]}
+    return {**base, **changes}
+
+
+def test_result_file_round_trip(tmp_path):
+    path = results.record_result(_result(), root=tmp_path)
+    assert path == tmp_path / "gowalla" / "mf-ccl.json"
+    tagged = results.record_result(_result(loss="bpr"), tag="seed1", root=tmp_path)
+    assert tagged.name == "mf-bpr-seed1.json"
+    loaded = results.load_results("gowalla", root=tmp_path)
+    assert [r["loss"] for r in loaded] == ["bpr", "ccl"]
+    record = json.loads(path.read_text())
+    assert set(record) == set(results.FIELDS)
+    assert record["metrics"] == {"recall@20": 0.18, "ndcg@20": 0.15}
+    assert results.load_results("yelp2018", root=tmp_path) == []
+
+
+def test_record_result_names_missing_fields(tmp_path):
+    with pytest.raises(ValueError, match="commit"):
+        results.record_result({k: v for k, v in _result().items() if k != "commit"}, root=tmp_path)
+    with pytest.raises(ValueError, match="ndcg@20"):
+        results.record_result(_result(metrics={"recall@20": 0.1}), root=tmp_path)
+    with pytest.raises(ValueError, match="tag"):
+        results.result_path("gowalla", "mf", "ccl", tag="../x")
+
+
+def test_published_table_and_comparison(tmp_path):
+    assert len(results.PUBLISHED) == 15 and all(row["source"] for row in results.PUBLISHED)
+    ccl = {row["dataset"]: row["metrics"] for row in results.PUBLISHED if row["label"] == "MF-CCL"}
+    assert ccl["gowalla"] == {"recall@20": 0.1837, "ndcg@20": 0.1493}
+    results.record_result(_result(), root=tmp_path)
+    results.record_result(_result(model="ease", loss=None), root=tmp_path)
+    rows = results.comparison("gowalla", [("mf", "ccl", "c1"), ("mf", "bpr", "c2"), ("mf", "mine+", "c3"),
+                                          ("ease", None, "c4")], root=tmp_path)
+    assert rows[3]["difference"]["ndcg@20"] == pytest.approx(0.15 - 0.1467)
+    assert rows[0]["difference"]["recall@20"] == pytest.approx(0.18 - 0.1837)
+    assert rows[1]["metrics"] is None and rows[1]["published"]["recall@20"] == 0.1627
+    assert rows[2]["published"] is None and rows[2]["difference"] is None
+
+
+@pytest.mark.parametrize("dataset", ["gowalla", "yelp2018", "amazon-book"])
+def test_plan_covers_every_loss_with_published_settings(dataset):
+    runs = {run.name: run for run in reproduce.plan(dataset)}
+    assert {f"mf-{loss}" for loss in reproduce.LOSSES} | {"ials", "ease"} == set(runs)
+    published = reproduce.SIMPLEX[dataset]
+    for name in ("mf-ccl", "mf-debiased-ccl"):
+        config = runs[name].config
+        assert (config.lr, config.batch_size, config.num_negatives) == (
+            published["lr"], published["batch_size"], published["num_negatives"])
+        assert (config.similarity, config.sampler, config.dim) == ("cosine", "uniform", 64)
+        assert config.loss_params == {"margin": published["margin"], "neg_weight": published["neg_weight"]}
+    t1, t2 = reproduce.BSL[dataset]
+    assert runs["mf-mine+"].config.loss_params == {"tau": t1, "lam": t2}
+    assert runs["ease"].config.model_params == {"l2": {"gowalla": 80.0, "yelp2018": 300.0,
+                                                       "amazon-book": 50.0}[dataset]}
+    assert runs["ease"].loss is None and runs["ials"].config.dim == 64
+    for run in runs.values():  # the command line rebuilds exactly this configuration
+        args = cli.build_parser().parse_args(shlex.split(run.command)[1:])
+        assert cli.config_from_args(args) == run.config, run.name
+
+
+@pytest.mark.slow
+def test_execute_stores_then_skips_and_resumes_from_checkpoint(tmp_path, ml100k):
+    run = next(r for r in reproduce.plan("ml-100k") if r.loss == "bpr")
+    run = dataclasses.replace(run, config=dataclasses.replace(run.config, epochs=1))
+    assert reproduce.status(run, tmp_path / "results", tmp_path / "runs") == "todo"
+    path = reproduce.execute(run, ml100k, tmp_path / "results", tmp_path / "runs", progress=False)
+    stored = results.load_results("ml-100k", root=tmp_path / "results")
+    assert path.name == "mf-bpr.json" and len(stored) == 1
+    assert stored[0]["command"] == run.command and "--epochs 1" in run.command
+    assert 0 < stored[0]["metrics"]["recall@20"] < 1 and stored[0]["epochs"] == 1
+    assert reproduce.status(run, tmp_path / "results", tmp_path / "runs") == "done"
+    assert reproduce.execute(run, ml100k, tmp_path / "results", tmp_path / "runs") is None
+    # An unfinished run continues from its checkpoint: a checkpoint of another configuration is refused.
+    longer = dataclasses.replace(run, config=dataclasses.replace(run.config, epochs=2))
+    path.unlink()
+    assert reproduce.status(longer, tmp_path / "results", tmp_path / "runs") == "partial"
+    with pytest.raises(ValueError, match="configuration differs"):
+        reproduce.execute(longer, ml100k, tmp_path / "results", tmp_path / "runs", progress=False)
+    ease = next(r for r in reproduce.plan("ml-100k") if r.model == "ease")
+    assert reproduce.execute(ease, ml100k, tmp_path / "results", tmp_path / "runs", progress=False).name == "ease.json"
+    stored = {r["model"]: r for r in results.load_results("ml-100k", root=tmp_path / "results")}
+    assert stored["ease"]["loss"] is None and stored["ease"]["params"]["model_params"] == {"l2": 500.0}
+    assert "--model ease --model-param l2=500.0" in stored["ease"]["command"]
+
+
+def test_overlap_area_identities():
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=500)
+    assert training_plots.overlap_area(sample, sample.copy()) == pytest.approx(1.0)
+    assert training_plots.overlap_area(sample, sample + 100.0) == 0.0
+    assert 0.0 < training_plots.overlap_area(sample, sample + 1.0) < 1.0
+    with pytest.raises(ValueError, match="non-empty"):
+        training_plots.overlap_area(sample, np.array([]))
+
+
+@pytest.mark.slow
+def test_widget_retrains_when_values_change(ml100k):
+    panel = live_widgets.TrainingPanel(ml100k, loss="mine+", lam=1.0, epochs=1, num_negatives=32, max_users=50)
+    first, first_figure = dict(panel.metrics), panel.figure
+    assert 0 < first["recall@20"] < 1 and 0 <= panel.overlap <= 1
+    panel.set(loss="infonce+", eps=1.0, lam=1.4, tau_plus=0.1)
+    assert panel.loss_params() == {"eps": 1.0, "lam": 1.4, "tau_plus": 0.1}
+    second = panel.train()
+    assert second != first and panel.figure is not first_figure
+    assert "infonce+" in panel.figure.axes[0].get_title()
+    with pytest.raises(ValueError, match="outside"):
+        panel.set(lam=3.0)
