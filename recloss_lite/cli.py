@@ -1,7 +1,7 @@
 """``recloss-lite``: data statistics, training, benchmarks and the full-scale reproduction (chapter 07_training).
 
-Subcommands: ``data NAME``, ``losses``, ``train``, ``reproduce``, ``bench``. ``train --json`` prints one JSON object as its last
-line, holding at least ``"metrics": {"recall@20": ..., "ndcg@20": ...}``.
+Subcommands: ``data NAME``, ``losses``, ``train``, ``reproduce``, ``bench``. ``train --json`` prints one JSON
+object as its last line, holding at least ``"metrics": {"recall@20": ..., "ndcg@20": ...}``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ LINEAR_PRESETS: dict[str, dict] = {
     "ials": {"epochs": 20, "eval_every": 1, "patience": 3,
              "model_params": {"alpha": 1.0, "l2": 1.0, "unobserved_weight": 1.0}},
     "ease": {"model_params": {"l2": 80.0}},
+    # HDCCF (paper 003): M = 256 users a batch, P = 2 positive neighbours, tau 0.5 (chapter 10_hdccf).
+    "hdccf": {"batch_size": 256, "lr": 3e-3, "epochs": 30, "patience": 3,
+              "model_params": {"tau": 0.5, "num_positives": 2}},
 }
 
 
@@ -56,7 +59,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", default="bpr", help="loss name: " + ", ".join(losses.names()))
     parser.add_argument("--model", default="mf", choices=list(MODELS), help="model (default mf)")
     parser.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE",
-                        help="iALS/EASE setting, repeatable: e.g. --model-param l2=80 (EASE), alpha=2 (iALS)")
+                        help="iALS/EASE/HDCCF setting, repeatable: e.g. l2=80 (EASE), alpha=2 (iALS), "
+                        "num_positives=4 (HDCCF)")
     for name in ("dim", "num_negatives", "batch_size", "epochs", "eval_every", "patience", "seed",
                  "eval_batch_size"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,

@@ -31,7 +31,7 @@ from .models import MF, batch_scores
 from .sampling import KINDS, NegativeSampler
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("mf", "ials", "ease")
+MODELS = ("mf", "ials", "ease", "hdccf")
 
 
 class RowAdam:
@@ -245,6 +245,8 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
     validation, the test metrics of that epoch's model, wall time, commit and data checksum. With ``out_dir`` a
     checkpoint is written after every epoch and ``resume=True`` continues an interrupted run from it.
     """
+    if config.model == "hdccf":
+        return fit_hdccf_config(config, dataset, out_dir, progress)
     if config.model != "mf":
         return fit_linear(config, dataset, out_dir, progress)
     started = time.perf_counter()
@@ -389,4 +391,27 @@ def fit_linear(config: TrainConfig, dataset: data_module.Dataset | None = None,
             break
     if best is not None:
         model.user_factors, model.item_factors = best
+    return _result(config, dataset, model.scores, state, stop_reason, started, out_dir), model
+
+
+def fit_hdccf_config(config: TrainConfig, dataset: data_module.Dataset | None = None,
+                     out_dir: str | Path | None = None, progress: bool = True) -> tuple[dict, object]:
+    """Train HDCCF (paper 003; chapter 10_hdccf) with ``config``: its own settings (tau, num_positives,
+    omega_plus_user, ...) come from ``config.model_params``; the batch (M users) is ``config.batch_size``.
+    Early stopping on the validation split, then the same test evaluation and result record as MF."""
+    from . import hdccf
+
+    started = time.perf_counter()
+    dataset = _load_dataset(config, dataset)
+    fit_train, valid = data_module.validation_split(dataset.train, config.valid_fraction, seed=config.seed)
+    model = hdccf.HDCCF(dataset.n_users, dataset.n_items, dim=config.dim, seed=config.seed, **config.model_params)
+    key = f"recall@{config.ks[0]}"
+    history = hdccf.fit_hdccf(model, fit_train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+                              patience=config.patience, seed=config.seed, key=key, progress=progress,
+                              evaluate_fn=lambda current: metrics.evaluate(current.scores, fit_train, valid,
+                                                                           ks=config.ks))
+    best = max(history, key=lambda entry: entry["valid"][key])
+    state = {"epoch": len(history), "history": history, "best_epoch": best["epoch"],
+             "seconds": sum(entry["seconds"] for entry in history)}
+    stop_reason = "early stopping" if len(history) < config.epochs else "epochs"
     return _result(config, dataset, model.scores, state, stop_reason, started, out_dir), model
