@@ -126,8 +126,8 @@ def _mf_run(dataset: str, loss: str, device: str) -> Run:
     if dataset in SIMPLEX:
         published = SIMPLEX[dataset]
         if base == "bpr":
-            settings.update(max_seconds=None)
-            note = "MF-BPR preset (dot, 4 uniform negatives, Adam 5e-3, L2 1e-2, batch 2048), no time budget"
+            settings.update(max_seconds=1200.0)
+            note = "MF-BPR preset (dot, 4 uniform negatives, Adam 5e-3, L2 1e-2, batch 2048), 20-minute budget"
         else:
             settings.update(lr=published["lr"], batch_size=published["batch_size"],
                             num_negatives=published["num_negatives"], sampler="uniform", similarity="cosine")
