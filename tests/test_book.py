@@ -260,6 +260,13 @@ def test_page_in_chromium(build, browser, chapter):
     assert not broken, f"{chapter}: images that did not load: {broken}"
     if "$" in _source(chapter):
         assert browser.execute_script("return document.querySelectorAll('.math').length;") > 0
+        # MathJax is served by the book itself (sphinx-mathjax-offline): the math must be typeset, offline too.
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 60).until(
+            lambda driver: driver.execute_script("return document.querySelectorAll('mjx-container').length;") > 0,
+            message=f"{chapter}: MathJax typeset no math within 60 s",
+        )
     errors = browser.execute_script(
         "return document.querySelectorAll('.output.stderr, .output.traceback').length;"
     )
