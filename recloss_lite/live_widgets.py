@@ -10,7 +10,6 @@ Tests drive the panel with :meth:`TrainingPanel.set` and :meth:`TrainingPanel.tr
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
@@ -19,14 +18,14 @@ from matplotlib.figure import Figure
 
 from . import data, losses, reproduce, training_plots
 from .train import fit
-from .widgets import figure_png
+from .widgets import FigureDisplay
 
 BASE_LOSSES = ("bpr", "softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "mse", "ccl")
 # Each slider's loss parameter and range: (description, low, high, step).
 _SLIDERS = {"eps": ("ε", 0.0, 1.0, 0.05), "lam": ("λ", 1.0, 1.4, 0.02), "tau_plus": ("τ⁺", 0.0, 0.2, 0.01)}
 
 
-class TrainingPanel:
+class TrainingPanel(FigureDisplay):
     """Loss menu, eps / lam / tau+ sliders, a *train* button and an Output widget with the figure.
 
     Args:
@@ -111,15 +110,4 @@ class TrainingPanel:
         densities.legend(fontsize=7)
         return fig
 
-    def _show(self) -> None:
-        from IPython.display import Image, display
-
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(Image(data=figure_png(self.figure)))
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
-        bundle["image/png"] = base64.b64encode(figure_png(self.figure)).decode("ascii")
-        return bundle
 

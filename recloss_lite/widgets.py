@@ -30,7 +30,26 @@ def figure_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-class Panel:
+class FigureDisplay:
+    """What every panel shares: its current ``figure`` drawn into its ``output`` widget, and a display bundle
+    that carries a PNG of that figure next to the widget view, so a static page (the rendered book) shows it."""
+
+    figure: Figure
+
+    def _show(self) -> None:
+        from IPython.display import Image, display
+
+        self.output.clear_output(wait=True)
+        with self.output:
+            display(Image(data=figure_png(self.figure)))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
+        bundle["image/png"] = base64.b64encode(figure_png(self.figure)).decode("ascii")
+        return bundle
+
+
+class Panel(FigureDisplay):
     """Sliders plus an Output widget holding the figure of the current values.
 
     Args:
@@ -103,17 +122,6 @@ class Panel:
         self.figure = self._draw(self.data)
         self._show()
 
-    def _show(self) -> None:
-        from IPython.display import Image, display
-
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(Image(data=figure_png(self.figure)))
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
-        bundle["image/png"] = base64.b64encode(figure_png(self.figure)).decode("ascii")
-        return bundle
 
 
 def _slider(description: str, value: float, low: float, high: float, step: float) -> Any:
