@@ -73,8 +73,8 @@ SOLVERS = ("cg", "cholesky")
 MEMINFO = Path("/proc/meminfo")
 # Rows of the Gram matrix computed per sparse product: bounds the temporaries.
 _BLOCK_ROWS = 2048
-# Observed entries per chunk when the Cholesky solver forms per-row Gram matrices (entries * k^2 floats).
-_CHOLESKY_CHUNK_ENTRIES = 4096
+# Padded entries per chunk of the Cholesky solver (times k floats gathered, and at most this / k systems).
+_CHOLESKY_CHUNK_ENTRIES = 1 << 16
 _TINY = 1e-30
 
 
@@ -124,7 +124,6 @@ class _Rows:
 
     crow: torch.Tensor  # (n_rows + 1,) int64
     col: torch.Tensor  # (nnz,) int64
-    row: torch.Tensor  # (nnz,) int64, the row of each entry
     confidence: torch.Tensor  # (nnz,) c_ui
     l2: torch.Tensor  # (n_rows,)
     shape: tuple[int, int]
@@ -147,7 +146,6 @@ def _as_rows(confidence: sp.csr_matrix, unobserved_weight: float, l2: float, reg
     return _Rows(
         crow=torch.from_numpy(confidence.indptr.astype(np.int64)),
         col=torch.from_numpy(confidence.indices.astype(np.int64)),
-        row=torch.repeat_interleave(torch.arange(confidence.shape[0]), torch.from_numpy(counts)),
         confidence=torch.from_numpy(confidence.data).to(dtype),
         l2=torch.from_numpy(l2_rows).to(dtype),
         shape=confidence.shape,
@@ -186,25 +184,40 @@ def _solve_cg(rows: _Rows, fixed: torch.Tensor, unobserved_weight: float, initia
 
 
 def _solve_cholesky(rows: _Rows, fixed: torch.Tensor, unobserved_weight: float) -> torch.Tensor:
-    """Exact solve of all rows' normal equations; rows are chunked so the outer products stay a few MB."""
+    """Exact solve of all rows' normal equations by batched Cholesky.
+
+    Rows are sorted by their number of entries and taken in chunks of similar length, each padded to its
+    longest row (padding points at an extra zero row of ``fixed``), so every chunk's systems are one batched
+    product (B, k, L) @ (B, L, k) instead of per-entry outer products.
+    """
     n_rows, factors = rows.shape[0], fixed.shape[1]
     gram = unobserved_weight * (fixed.T @ fixed)
+    # one extra entry (column n_cols, confidence 0) and one extra zero row of ``fixed`` serve as padding
+    padded = torch.cat([fixed, torch.zeros(1, factors, dtype=fixed.dtype)])
+    padded_col = torch.cat([rows.col, torch.tensor([fixed.shape[0]])])
+    padded_confidence = torch.cat([rows.confidence, torch.zeros(1, dtype=rows.confidence.dtype)])
+    counts = rows.crow.diff()
+    order = torch.argsort(counts, stable=True)
+    sorted_counts = counts[order].numpy()
     eye = torch.eye(factors, dtype=fixed.dtype)
-    offset = rows.confidence - unobserved_weight
     solution = torch.empty(n_rows, factors, dtype=fixed.dtype)
-    crow = rows.crow.numpy()
     start = 0
     while start < n_rows:
-        end = int(np.searchsorted(crow, crow[start] + _CHOLESKY_CHUNK_ENTRIES, "right")) - 1
-        stop = min(max(start + 1, end), n_rows)
-        first, last = int(crow[start]), int(crow[stop])
-        local = rows.row[first:last] - start
-        gathered = fixed[rows.col[first:last]]
-        outer = (offset[first:last, None] * gathered)[:, :, None] * gathered[:, None, :]
-        system = (gram + rows.l2[start:stop, None, None] * eye).index_add(0, local, outer)
-        rhs = torch.zeros(stop - start, factors, dtype=fixed.dtype)
-        rhs.index_add_(0, local, rows.confidence[first:last, None] * gathered)
-        solution[start:stop] = torch.cholesky_solve(rhs[:, :, None], torch.linalg.cholesky(system))[:, :, 0]
+        # rows up to 25% longer than the chunk's shortest, at most _CHOLESKY_CHUNK_ENTRIES * k floats gathered
+        longest = int(np.searchsorted(sorted_counts, math.ceil(1.25 * max(sorted_counts[start], 1)), "right"))
+        length = max(int(sorted_counts[longest - 1]), 1)
+        stop = min(longest, start + max(1, _CHOLESKY_CHUNK_ENTRIES // max(length, factors)))
+        chunk = order[start:stop]
+        length = max(int(sorted_counts[stop - 1]), 1)
+        positions = torch.arange(length)
+        valid = positions[None, :] < counts[chunk, None]
+        entries = torch.where(valid, rows.crow[chunk, None] + positions[None, :], rows.col.shape[0])
+        confidence = padded_confidence[entries]  # (B, L)
+        gathered = padded[padded_col[entries]]  # (B, L, k)
+        weighted = (confidence - unobserved_weight)[:, :, None] * gathered
+        system = gathered.transpose(1, 2) @ weighted + gram + rows.l2[chunk, None, None] * eye
+        rhs = (confidence[:, None, :] @ gathered).transpose(1, 2)
+        solution[chunk] = torch.cholesky_solve(rhs, torch.linalg.cholesky(system))[:, :, 0]
         start = stop
     return solution
 
@@ -260,7 +273,8 @@ class IALS:
     c_ui = 1 + alpha * x_ui unless ``fit`` gets per-entry ``weights``) by alternating exact (``cholesky``) or
     conjugate-gradient (``cg``, ``cg_steps`` warm-started steps) row solves, users then items, in torch
     float32. Attributes after ``fit``: ``user_factors`` (n_users, k), ``item_factors`` (n_items, k). Taught in
-    chapter 06_linear_models; :func:`debiased_weights` maps the debiased MSE onto these weights.
+    chapter 06_linear_models; :func:`debiased_weights` maps the debiased MSE onto these weights. The defaults
+    were tuned on Gowalla (Recall@20 0.150 with 64 factors; only w0 / c and l2 / c matter, so alpha = 0).
 
     Args:
         factors: k.
@@ -275,8 +289,8 @@ class IALS:
 
     name = "ials"
 
-    def __init__(self, factors: int = 64, alpha: float = 1.0, l2: float = 1.0, unobserved_weight: float = 1.0,
-                 iterations: int = 15, solver: str = "cg", cg_steps: int = 3, reg_exponent: float = 0.0,
+    def __init__(self, factors: int = 64, alpha: float = 0.0, l2: float = 3.0, unobserved_weight: float = 0.01,
+                 iterations: int = 10, solver: str = "cg", cg_steps: int = 3, reg_exponent: float = 0.0,
                  init_std: float = 0.01, seed: int = 0) -> None:
         if isinstance(factors, bool) or not isinstance(factors, int) or factors < 1:
             raise ValueError(f"factors={factors}: must be an integer >= 1")

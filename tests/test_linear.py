@@ -92,6 +92,7 @@ def dense_ials_rows(matrix: np.ndarray, confidence: np.ndarray, fixed: np.ndarra
 
 def test_ials_half_step_equals_dense_weighted_least_squares() -> None:
     matrix = random_binary(40, 25, 0.2, seed=2)
+    matrix[7] = 0.0  # a row without observed entries
     rng = np.random.default_rng(3)
     confidence = np.where(matrix > 0, rng.uniform(0.5, 4.0, matrix.shape), 0.0)
     fixed = rng.standard_normal((25, 6))
