@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import data, losses, metrics
+from . import data, linear, losses, metrics
 from .models import MF
 from .sampling import NegativeSampler
 from .train import RowAdam, TrainConfig, epoch_generator, interaction_pairs, train_epoch
@@ -64,10 +64,5 @@ def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu",
     model = MF(dataset.n_users, dataset.n_items, 64).to(device)
     report("eval_s", _median_seconds(lambda: metrics.evaluate(lambda u: model.scores(u.to(device)).cpu(),
                                                               dataset.train, dataset.test), repeats))
-    try:
-        from .linear import bench_ials
-    except ImportError:
-        bench_ials = None
-    if bench_ials is not None:
-        report("ials_iter_s", bench_ials(dataset, factors=64, iterations=repeats)["seconds_per_iteration"])
+    report("ials_iter_s", linear.bench_ials(dataset, factors=64, iterations=repeats)["seconds_per_iteration"])
     return figures

@@ -116,6 +116,11 @@ class Dataset:
     timestamps: sp.csr_matrix | None = None
 
 
+def entry_rows(matrix: sp.csr_matrix) -> np.ndarray:
+    """The row index of every stored entry of a CSR matrix, in storage order (int64; chapter 01_data)."""
+    return np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+
+
 def interaction_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     """CSR matrix of float32 ones at ``(users[j], items[j])``, sorted, no duplicates (chapter 01_data)."""
     matrix = sp.csr_matrix(
@@ -194,7 +199,7 @@ def _split_rows(matrix: sp.csr_matrix, fraction: float, rng: np.random.Generator
     with one entry keeps it.
     """
     lengths = np.diff(matrix.indptr)
-    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    rows = entry_rows(matrix)
     # Rank of each entry inside its row under a random order: sort by (row, random key).
     order = np.lexsort((rng.random(len(rows)), rows))
     rank = np.empty(len(rows), dtype=np.int64)
@@ -304,7 +309,7 @@ def leave_one_out(
             f"{timestamps.shape} with {timestamps.nnz} entries must have the same sparsity pattern"
         )
     lengths = np.diff(interactions.indptr)
-    rows = np.repeat(np.arange(interactions.shape[0]), lengths)
+    rows = entry_rows(interactions)
     order = np.lexsort((interactions.indices, timestamps.data, rows))
     # from_end[j] = 0 for a user's latest interaction, 1 for the one before, ...
     from_end = np.empty(len(rows), dtype=np.int64)

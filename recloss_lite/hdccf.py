@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from . import losses, metrics
+from .data import entry_rows
 
 REDUCTIONS = ("mean", "sum", "none")
 OBJECTIVES = ("contrastive", "bpr")
@@ -248,7 +249,7 @@ class _Relation:
         if matrix.shape[0] * width <= self.DENSE_LIMIT:
             self.table = (matrix if kind == "entries" else matrix @ matrix.T).toarray() > 0
         elif kind == "entries":
-            rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+            rows = entry_rows(matrix)
             self.keys = rows * matrix.shape[1] + matrix.indices  # sorted: the CSR is canonical
 
     def grid(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -285,7 +286,7 @@ def sample_batches(train: sp.spmatrix, batch_size: int, num_positives: int, gene
         raise ValueError(f"num_positives={num_positives}: must be >= 1")
     matrix = _canonical(train)
     transposed = _canonical(matrix.T)
-    users = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    users = entry_rows(matrix)
     items = matrix.indices.astype(np.int64)
     order = torch.randperm(len(users), generator=generator).numpy()
     relations = {}

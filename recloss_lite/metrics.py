@@ -19,6 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .data import entry_rows
+
 METRICS = ("recall", "ndcg", "hr", "precision")
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,7 +53,7 @@ def _as_rows(rows: sp.spmatrix | sp.sparray | Sequence[Sequence[int]], shape: tu
 
 def _entries(matrix: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) LongTensors of the stored entries of a canonical CSR matrix, in row-major order."""
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    rows = entry_rows(matrix)
     return torch.from_numpy(rows).to(device), torch.from_numpy(matrix.indices.astype(np.int64)).to(device)
 
 

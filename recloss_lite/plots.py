@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from matplotlib.figure import Figure
 
 from recloss_lite import theory
+from recloss_lite.data import entry_rows
 
 # Cosine-similarity scale: every score lies in [-1, 1] (the SimpleX / Li & Jin setting).
 SCORE_GRID = np.linspace(-1.0, 1.0, 201)
@@ -399,7 +400,7 @@ def false_negative_data(
 
     def hit_fraction(matrix: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
         keys = np.sort(
-            np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr)) * n_items
+            entry_rows(matrix) * n_items
             + matrix.indices
         )
         queries = users[:, None].astype(np.int64) * n_items + items

@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .data import entry_rows
+
 KINDS = ("uniform", "uniform-exclude", "popularity", "in-batch")
 
 
@@ -73,7 +75,7 @@ class NegativeSampler:
         self.cdf = torch.from_numpy(np.cumsum(probabilities)).double()
         if kind == "uniform-exclude":
             train = train.tocsr()
-            rows = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(train.indptr))
+            rows = entry_rows(train)
             self.interaction_keys = torch.from_numpy(np.sort(rows * self.n_items + train.indices))
             self.items_per_user = torch.from_numpy(np.diff(train.indptr))
 

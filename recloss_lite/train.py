@@ -173,7 +173,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 def interaction_pairs(matrix: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
     """(users, items) of every stored entry of a CSR matrix, as int64 tensors."""
     matrix = matrix.tocsr()
-    users = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    users = data_module.entry_rows(matrix)
     return torch.from_numpy(users), torch.from_numpy(matrix.indices.astype(np.int64))
 
 
