@@ -263,8 +263,9 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
     sampler = NegativeSampler(fit_train, config.sampler, config.num_negatives, config.shared_negatives,
                               config.pop_alpha)
     key = f"recall@{config.ks[0]}"
+    # The commit is taken when the run starts (and kept through --resume): the code that trained is the code named.
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid": -1.0, "best_weight": None,
-             "seconds": 0.0, "stale": 0}
+             "seconds": 0.0, "stale": 0, "commit": git_commit()}
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if resume and checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -338,9 +339,10 @@ def _result(config: TrainConfig, dataset: data_module.Dataset, score_fn: Callabl
         "history": state["history"], "seconds": state["seconds"],
         "wall_seconds_this_session": time.perf_counter() - started,
         "command": " ".join(["recloss-lite", *sys.argv[1:]]) if Path(sys.argv[0]).name == "recloss-lite"
-        else " ".join(sys.argv), "commit": git_commit(),
+        else " ".join(sys.argv),
         "data_checksum": matrix_checksum(dataset.train, dataset.test), "device": config.device,
         "torch": torch.__version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": state.get("commit") or git_commit(),
     }
     if out_dir is not None:
         write_json_atomic(Path(out_dir) / "result.json", result)
@@ -357,9 +359,10 @@ def fit_linear(config: TrainConfig, dataset: data_module.Dataset | None = None,
     """
     from . import linear
 
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()
     dataset = _load_dataset(config, dataset)
-    state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid": -1.0, "seconds": 0.0, "stale": 0}
+    state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid": -1.0, "seconds": 0.0, "stale": 0,
+             "commit": commit}
     if config.model == "ease":
         model = linear.EASE(**config.model_params).fit(dataset.train)
         state.update(epoch=1, best_epoch=1, seconds=time.perf_counter() - started)
@@ -401,7 +404,7 @@ def fit_hdccf_config(config: TrainConfig, dataset: data_module.Dataset | None = 
     Early stopping on the validation split, then the same test evaluation and result record as MF."""
     from . import hdccf
 
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()
     dataset = _load_dataset(config, dataset)
     fit_train, valid = data_module.validation_split(dataset.train, config.valid_fraction, seed=config.seed)
     model = hdccf.HDCCF(dataset.n_users, dataset.n_items, dim=config.dim, seed=config.seed, **config.model_params)
@@ -412,6 +415,6 @@ def fit_hdccf_config(config: TrainConfig, dataset: data_module.Dataset | None = 
                                                                            ks=config.ks))
     best = max(history, key=lambda entry: entry["valid"][key])
     state = {"epoch": len(history), "history": history, "best_epoch": best["epoch"],
-             "seconds": sum(entry["seconds"] for entry in history)}
+             "seconds": sum(entry["seconds"] for entry in history), "commit": commit}
     stop_reason = "early stopping" if len(history) < config.epochs else "epochs"
     return _result(config, dataset, model.scores, state, stop_reason, started, out_dir), model
