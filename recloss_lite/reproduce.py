@@ -43,7 +43,7 @@ from .train import TrainConfig, fit
 LOSSES = ("bpr", "softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "debiased-infonce", "debiased-mine+",
           "mse", "debiased-mse", "ccl", "debiased-ccl")
 RUNS_DIR = Path("runs") / "reproduce"
-# SimpleX authors' MF-CCL configs (spec/losses.md).
+# SimpleX authors' MF-CCL configs (spec/losses.md); the plan keeps all but lr and batch (CPU_STEP).
 SIMPLEX = {
     "gowalla": {"lr": 1e-4, "batch_size": 256, "num_negatives": 800, "margin": 0.9, "neg_weight": 150.0},
     "yelp2018": {"lr": 1e-4, "batch_size": 512, "num_negatives": 800, "margin": 0.9, "neg_weight": 150.0},

@@ -74,7 +74,8 @@ def test_plan_covers_every_loss_with_published_settings(dataset):
     for name in ("mf-ccl", "mf-debiased-ccl"):
         config = runs[name].config
         assert (config.lr, config.batch_size, config.num_negatives) == (
-            published["lr"], published["batch_size"], published["num_negatives"])
+            reproduce.CPU_STEP["lr"], reproduce.CPU_STEP["batch_size"], published["num_negatives"])
+        assert config.max_seconds == reproduce.BUDGET_SECONDS
         assert (config.similarity, config.sampler, config.dim) == ("cosine", "uniform", 64)
         assert config.loss_params == {"margin": published["margin"], "neg_weight": published["neg_weight"]}
     t1, t2 = reproduce.BSL[dataset]
