@@ -104,8 +104,9 @@ def published(dataset: str) -> list[dict]:
 
 
 def comparison(dataset: str, runs: list[tuple[str, str | None, str]], root: str | Path | None = None) -> list[dict]:
-    """One row per planned run ``(model, loss, command)``: its stored metrics (``None`` when missing), the published
-    row for the same model and loss (if any) and the differences measured - published (chapter 07_training)."""
+    """One row per planned run ``(model, loss, command)``: its stored metrics, best epoch, epochs and seconds (``None``
+    when missing), the published row for the same model and loss (if any) and the differences measured - published
+    (chapter 07_training)."""
     stored = {(r["model"], r["loss"]): r for r in load_results(dataset, root)}
     references = {(row["model"], row["loss"]): row for row in published(dataset)}
     rows = []
@@ -113,6 +114,7 @@ def comparison(dataset: str, runs: list[tuple[str, str | None, str]], root: str 
         result, reference = stored.get((model, loss)), references.get((model, loss))
         row = {"model": model, "loss": loss, "command": command,
                "metrics": result["metrics"] if result else None,
+               **{key: result[key] if result else None for key in ("best_epoch", "epochs", "seconds")},
                "published": reference["metrics"] if reference else None,
                "source": reference["source"] if reference else None}
         row["difference"] = ({key: row["metrics"][key] - row["published"][key] for key in METRICS}
