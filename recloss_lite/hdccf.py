@@ -560,17 +560,22 @@ class HDCCF(torch.nn.Module):
 def fit_hdccf(model: HDCCF, train: sp.spmatrix, valid: sp.spmatrix | None = None, epochs: int = 20,
               lr: float = 1e-3, batch_size: int = 256, patience: int = 3, seed: int = 0,
               evaluate_fn: Callable[[HDCCF], dict[str, float]] | None = None, key: str = "hr@10",
-              max_batches: int | None = None, progress: bool = False) -> list[dict]:
+              max_batches: int | None = None, progress: bool = False,
+              max_seconds: float | None = None) -> list[dict]:
     """Train ``model`` with Adam on ``train``; early stopping on ``key`` of the validation metrics. Chapter 10.
 
     Each epoch is one pass of :meth:`HDCCF.make_batches` (at most ``max_batches`` batches) seeded from (seed,
     epoch). ``evaluate_fn(model) -> dict`` is called after each epoch; by default it is leave-one-out HR@10 /
     NDCG@10 with 100 sampled candidates on ``valid`` (None and no ``evaluate_fn``: no evaluation, no early
-    stopping). Training stops after ``patience`` epochs without improvement and the best epoch's weights are
-    restored. Returns the history: one dict per epoch with ``epoch``, ``loss``, ``seconds`` and ``valid``.
+    stopping). Training stops after ``patience`` epochs without improvement, or after the epoch that ends
+    ``max_seconds`` of training and validation, and the best epoch's weights are restored. Returns the history:
+    one dict per epoch with ``epoch``, ``loss``, ``seconds`` and ``valid``.
     """
     if epochs < 1 or patience < 1:
         raise ValueError(f"epochs={epochs}, patience={patience}: both must be >= 1")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds={max_seconds}: allowed range is > 0 or None")
+    run_started = time.perf_counter()
     if evaluate_fn is None and valid is not None:
         def evaluate_fn(current: HDCCF) -> dict[str, float]:
             return metrics.leave_one_out_metrics(current.scores, train, valid, ks=(10,), num_candidates=100,
@@ -607,7 +612,7 @@ def fit_hdccf(model: HDCCF, train: sp.spmatrix, valid: sp.spmatrix | None = None
             else:
                 stale += 1
         history.append(entry)
-        if stale >= patience:
+        if stale >= patience or (max_seconds is not None and time.perf_counter() - run_started >= max_seconds):
             break
     if best_state is not None:
         model.load_state_dict(best_state)

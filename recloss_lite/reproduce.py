@@ -23,6 +23,8 @@ Settings (every choice in one place, :func:`plan`):
 * EASE: BARS' l2 (80 Gowalla, 300 Yelp2018, 50 Amazon-Book), fitted on the full training matrix as BARS does.
 * iALS: Rendle et al. 2021's form (confidence 1, frequency-scaled l2 = 0.01, unobserved weight 0.1, 64 factors;
   these beat ``cli.LINEAR_PRESETS``' on ml-100k validation), the number of sweeps chosen on validation.
+* HDCCF (paper 003, chapter 10_hdccf): the ``recloss-lite train --model hdccf`` preset (M = 256, P = 2, tau 0.5),
+  the same 20-minute budget, evaluated by full ranking like every other row.
 * ``ml-100k`` (the book's live chapters): the same losses with 256 shared negatives, batch 1024, lr 3e-2 (1e-2 for
   bpr), 30 epochs, EASE l2 500: settings that learn in seconds on a laptop.
 """
@@ -156,8 +158,9 @@ def _mf_run(dataset: str, loss: str, device: str) -> Run:
     return Run(dataset, "mf", loss, note, config)
 
 
-def _linear_run(dataset: str, model: str, model_params: dict, note: str, device: str) -> Run:
-    settings = dict(cli.LINEAR_PRESETS[model])
+def _model_run(dataset: str, model: str, model_params: dict, note: str, device: str, **changes: object) -> Run:
+    """iALS, EASE or HDCCF: ``cli.LINEAR_PRESETS[model]`` with ``model_params`` merged in and ``changes`` applied."""
+    settings = {**cli.LINEAR_PRESETS[model], **changes}
     settings["model_params"] = {**settings.get("model_params", {}), **model_params}
     return Run(dataset, model, None, note, TrainConfig(dataset=dataset, model=model, device=device, **settings))
 
@@ -171,7 +174,7 @@ def config_for(dataset: str, loss: str, loss_params: dict | None = None, **chang
 
 
 def plan(dataset: str, device: str = "cpu") -> list[Run]:
-    """Every run for ``dataset``: MF with each loss of :data:`LOSSES`, then iALS and EASE (module docstring).
+    """Every run for ``dataset``: MF with each loss of :data:`LOSSES`, then iALS, EASE and HDCCF (module docstring).
 
     ``dataset`` is a registered name (published settings exist for gowalla, yelp2018, amazon-book; other data sets
     get the small set-up). Chapter 07_training.
@@ -179,10 +182,13 @@ def plan(dataset: str, device: str = "cpu") -> list[Run]:
     if dataset not in data.REGISTRY:
         raise ValueError(f"dataset={dataset!r}: allowed values are {sorted(data.REGISTRY)}")
     runs = [_mf_run(dataset, loss, device) for loss in LOSSES]
-    runs.append(_linear_run(dataset, "ials", IALS_SETTINGS, "Rendle et al. 2021 form; sweeps chosen on validation",
+    runs.append(_model_run(dataset, "ials", IALS_SETTINGS, "Rendle et al. 2021 form; sweeps chosen on validation",
                             device))
     ease_note = "BARS l2" if dataset in SIMPLEX else "l2 of the book's small set-up"
-    runs.append(_linear_run(dataset, "ease", {"l2": EASE_L2.get(dataset, 500.0)}, ease_note, device))
+    runs.append(_model_run(dataset, "ease", {"l2": EASE_L2.get(dataset, 500.0)}, ease_note, device))
+    budget = {"max_seconds": BUDGET_SECONDS} if dataset in SIMPLEX else {}
+    runs.append(_model_run(dataset, "hdccf", {}, "HDCCF (paper 003), the CLI preset; full ranking like the rest",
+                           device, **budget))
     return runs
 
 

@@ -411,10 +411,13 @@ def fit_hdccf_config(config: TrainConfig, dataset: data_module.Dataset | None = 
     key = f"recall@{config.ks[0]}"
     history = hdccf.fit_hdccf(model, fit_train, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
                               patience=config.patience, seed=config.seed, key=key, progress=progress,
+                              max_seconds=config.max_seconds,
                               evaluate_fn=lambda current: metrics.evaluate(current.scores, fit_train, valid,
                                                                            ks=config.ks))
     best = max(history, key=lambda entry: entry["valid"][key])
     state = {"epoch": len(history), "history": history, "best_epoch": best["epoch"],
-             "seconds": sum(entry["seconds"] for entry in history), "commit": commit}
-    stop_reason = "early stopping" if len(history) < config.epochs else "epochs"
+             "seconds": time.perf_counter() - started, "commit": commit}
+    later = [entry["valid"][key] for entry in history if entry["epoch"] > best["epoch"]]
+    stop_reason = ("epochs" if len(history) == config.epochs else
+                   "early stopping" if len(later) >= config.patience else "time budget")
     return _result(config, dataset, model.scores, state, stop_reason, started, out_dir), model

@@ -69,7 +69,8 @@ def test_published_table_and_comparison(tmp_path):
 @pytest.mark.parametrize("dataset", ["gowalla", "yelp2018", "amazon-book"])
 def test_plan_covers_every_loss_with_published_settings(dataset):
     runs = {run.name: run for run in reproduce.plan(dataset)}
-    assert {f"mf-{loss}" for loss in reproduce.LOSSES} | {"ials", "ease"} == set(runs)
+    assert {f"mf-{loss}" for loss in reproduce.LOSSES} | {"ials", "ease", "hdccf"} == set(runs)
+    assert runs["hdccf"].config.max_seconds == reproduce.BUDGET_SECONDS
     published = reproduce.SIMPLEX[dataset]
     for name in ("mf-ccl", "mf-debiased-ccl"):
         config = runs[name].config
