@@ -32,6 +32,7 @@ from .sampling import KINDS, NegativeSampler
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("mf", "ials", "ease", "hdccf")
+RESUME_MAY_CHANGE = ("epochs", "max_seconds")  # --resume with a larger budget continues a finished run
 
 
 class RowAdam:
@@ -269,9 +270,12 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if resume and checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
-        if saved["config"] != config.to_dict():
-            raise ValueError(f"{checkpoint}: its configuration differs from this run's; use another --out folder "
-                             "or drop --resume")
+        # A resumed run may get a longer budget (epochs, max_seconds); anything else must be the same.
+        differs = sorted(name for name, value in config.to_dict().items()
+                         if name not in RESUME_MAY_CHANGE and saved["config"].get(name) != value)
+        if differs:
+            raise ValueError(f"{checkpoint}: its configuration differs from this run's in {differs}; use another "
+                             "--out folder or drop --resume")
         model.weight.data.copy_(saved["weight"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]

@@ -77,8 +77,16 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(ml100k, tmp_pa
 
 def test_resume_refuses_a_different_configuration(ml100k, tmp_path) -> None:
     fit(_config(epochs=1), ml100k, out_dir=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="configuration differs"):
+    with pytest.raises(ValueError, match=r"configuration differs from this run's in \['lr'\]"):
         fit(_config(epochs=1, lr=0.01), ml100k, out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_resume_with_a_larger_budget_continues_the_run(ml100k, tmp_path) -> None:
+    reference, _ = fit(_config(epochs=3), ml100k, progress=False)
+    fit(_config(epochs=2), ml100k, out_dir=tmp_path, progress=False)
+    extended, _ = fit(_config(epochs=3), ml100k, out_dir=tmp_path, resume=True, progress=False)
+    assert [e["epoch"] for e in extended["history"]] == [1, 2, 3]
+    assert [e["loss"] for e in extended["history"]] == [e["loss"] for e in reference["history"]]
 
 
 @pytest.mark.parametrize("loss", losses.names())
