@@ -567,8 +567,9 @@ def fit_hdccf(model: HDCCF, train: sp.spmatrix, valid: sp.spmatrix | None = None
     Each epoch is one pass of :meth:`HDCCF.make_batches` (at most ``max_batches`` batches) seeded from (seed,
     epoch). ``evaluate_fn(model) -> dict`` is called after each epoch; by default it is leave-one-out HR@10 /
     NDCG@10 with 100 sampled candidates on ``valid`` (None and no ``evaluate_fn``: no evaluation, no early
-    stopping). Training stops after ``patience`` epochs without improvement, or after the epoch that ends
-    ``max_seconds`` of training and validation, and the best epoch's weights are restored. Returns the history:
+    stopping). Training stops after ``patience`` epochs without improvement, or once ``max_seconds`` of training
+    and validation have passed (checked every batch; the partial epoch is still evaluated), and the best epoch's
+    weights are restored. Returns the history:
     one dict per epoch with ``epoch``, ``loss``, ``seconds`` and ``valid``.
     """
     if epochs < 1 or patience < 1:
@@ -600,6 +601,8 @@ def fit_hdccf(model: HDCCF, train: sp.spmatrix, valid: sp.spmatrix | None = None
             optimizer.step()
             total += float(loss.detach()) * len(batch.users)
             count += len(batch.users)
+            if max_seconds is not None and time.perf_counter() - run_started >= max_seconds:
+                break  # the budget ends inside the epoch: evaluate what was trained, then stop
         mean_loss = total / max(count, 1)
         if not math.isfinite(mean_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {mean_loss}; lower lr={lr}")

@@ -232,3 +232,14 @@ def test_trains_on_movielens_and_beats_random(movielens):
         assert history[0]["loss"] > 0 and math.isfinite(history[0]["loss"])
         result = metrics.leave_one_out_metrics(model.scores, train + valid, test, ks=(10,), num_candidates=100)
         assert result["hr@10"] > at_least, (modulation, result)
+
+
+def test_time_budget_stops_inside_the_first_epoch(ml100k) -> None:
+    model = hdccf.HDCCF(ml100k.n_users, ml100k.n_items, dim=8, seed=0)
+    seen = []
+    history = hdccf.fit_hdccf(model, ml100k.train, epochs=5, lr=1e-2, batch_size=128, max_seconds=1e-9,
+                              evaluate_fn=lambda current: seen.append(1) or {"hr@10": 0.0})
+    assert len(history) == 1 and seen == [1]  # one partial epoch, still evaluated
+    assert history[0]["loss"] > 0  # the first batch ran before the budget check stopped the epoch
+    with pytest.raises(ValueError, match="max_seconds"):
+        hdccf.fit_hdccf(model, ml100k.train, max_seconds=0)
