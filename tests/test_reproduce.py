@@ -101,12 +101,17 @@ def test_execute_stores_then_skips_and_resumes_from_checkpoint(tmp_path, ml100k)
     assert 0 < stored[0]["metrics"]["recall@20"] < 1 and stored[0]["epochs"] == 1
     assert reproduce.status(run, tmp_path / "results", tmp_path / "runs") == "done"
     assert reproduce.execute(run, ml100k, tmp_path / "results", tmp_path / "runs") is None
-    # An unfinished run continues from its checkpoint: a checkpoint of another configuration is refused.
-    longer = dataclasses.replace(run, config=dataclasses.replace(run.config, epochs=2))
+    # Without its result file the run continues from its checkpoint: a larger budget extends it, another
+    # configuration is refused.
     path.unlink()
-    assert reproduce.status(longer, tmp_path / "results", tmp_path / "runs") == "partial"
+    other = dataclasses.replace(run, config=dataclasses.replace(run.config, lr=run.config.lr / 2))
+    assert reproduce.status(other, tmp_path / "results", tmp_path / "runs") == "partial"
     with pytest.raises(ValueError, match="configuration differs"):
-        reproduce.execute(longer, ml100k, tmp_path / "results", tmp_path / "runs", progress=False)
+        reproduce.execute(other, ml100k, tmp_path / "results", tmp_path / "runs", progress=False)
+    longer = dataclasses.replace(run, config=dataclasses.replace(run.config, epochs=2))
+    reproduce.execute(longer, ml100k, tmp_path / "results", tmp_path / "runs", progress=False)
+    extended = results.load_results("ml-100k", root=tmp_path / "results")[0]
+    assert extended["epochs"] == 2 and "--epochs 2" in extended["command"]
     ease = next(r for r in reproduce.plan("ml-100k") if r.model == "ease")
     assert reproduce.execute(ease, ml100k, tmp_path / "results", tmp_path / "runs", progress=False).name == "ease.json"
     stored = {r["model"]: r for r in results.load_results("ml-100k", root=tmp_path / "results")}
