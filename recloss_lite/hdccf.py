@@ -569,8 +569,7 @@ def fit_hdccf(model: HDCCF, train: sp.spmatrix, valid: sp.spmatrix | None = None
     NDCG@10 with 100 sampled candidates on ``valid`` (None and no ``evaluate_fn``: no evaluation, no early
     stopping). Training stops after ``patience`` epochs without improvement, or once ``max_seconds`` of training
     and validation have passed (checked every batch; the partial epoch is still evaluated), and the best epoch's
-    weights are restored. Returns the history:
-    one dict per epoch with ``epoch``, ``loss``, ``seconds`` and ``valid``.
+    weights are restored. Returns the history: one dict per epoch with ``epoch``, ``loss``, ``seconds``, ``valid``.
     """
     if epochs < 1 or patience < 1:
         raise ValueError(f"epochs={epochs}, patience={patience}: both must be >= 1")
