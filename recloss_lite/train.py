@@ -421,7 +421,6 @@ def fit_hdccf_config(config: TrainConfig, dataset: data_module.Dataset | None = 
     best = max(history, key=lambda entry: entry["valid"][key])
     state = {"epoch": len(history), "history": history, "best_epoch": best["epoch"],
              "seconds": time.perf_counter() - started, "commit": commit}
-    later = [entry["valid"][key] for entry in history if entry["epoch"] > best["epoch"]]
     stop_reason = ("epochs" if len(history) == config.epochs else
-                   "early stopping" if len(later) >= config.patience else "time budget")
+                   "early stopping" if history[-1]["epoch"] - best["epoch"] >= config.patience else "time budget")
     return _result(config, dataset, model.scores, state, stop_reason, started, out_dir), model
