@@ -62,7 +62,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="mf", choices=list(MODELS), help="model (default mf)")
     parser.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE",
                         help="iALS/EASE/HDCCF setting, repeatable: e.g. l2=80 (EASE), alpha=2 (iALS), "
-                        "num_positives=4 (HDCCF)")
+                        "num_positives=4 or modulation=false (HDCCF)")
     for name in ("dim", "num_negatives", "batch_size", "epochs", "eval_every", "patience", "seed",
                  "eval_batch_size"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
@@ -88,6 +88,9 @@ def _model_params(pairs: list[str]) -> dict:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise ValueError(f"--model-param {pair!r}: expected NAME=VALUE, e.g. l2=80")
+        if value.lower() in ("true", "false"):
+            params[name] = value.lower() == "true"
+            continue
         try:
             params[name] = int(value) if value.lstrip("-").isdigit() else float(value)
         except ValueError:

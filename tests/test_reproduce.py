@@ -71,6 +71,7 @@ def test_plan_covers_every_loss_with_published_settings(dataset):
     runs = {run.name: run for run in reproduce.plan(dataset)}
     assert {f"mf-{loss}" for loss in reproduce.LOSSES} | {"ials", "ease", "hdccf"} == set(runs)
     assert runs["hdccf"].config.max_seconds == reproduce.BUDGET_SECONDS
+    assert runs["hdccf"].config.model_params["modulation"] is False  # a bool through the command line too
     published = reproduce.SIMPLEX[dataset]
     for name in ("mf-ccl", "mf-debiased-ccl"):
         config = runs[name].config
