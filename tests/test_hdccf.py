@@ -226,7 +226,7 @@ def test_trains_on_movielens_and_beats_random(movielens):
     torch.set_num_threads(1)
     ds, train, valid, test = movielens
     # random ranking: HR@10 = 0.1 (standard error about 0.01 over 943 users)
-    for modulation, max_batches, at_least in ((False, 150, 0.2), (True, 40, 0.13)):
+    for modulation, max_batches, at_least in ((False, 150, 0.2), (True, 80, 0.15)):
         model = hdccf.HDCCF(ds.n_users, ds.n_items, dim=16, num_positives=2, modulation=modulation, seed=0)
         history = hdccf.fit_hdccf(model, train, valid, epochs=1, lr=2e-2, batch_size=128, max_batches=max_batches)
         assert history[0]["loss"] > 0 and math.isfinite(history[0]["loss"])
