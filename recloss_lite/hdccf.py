@@ -576,9 +576,10 @@ def fit_hdccf(model: HDCCF, train: sp.spmatrix, valid: sp.spmatrix | None = None
     epoch); the embedding tables step with lazy Adam (torch.optim.SparseAdam: only the rows a batch touches, as
     the MF trainer's RowAdam), the modulator with Adam. ``evaluate_fn(model) -> dict`` is called after each epoch;
     by default it is leave-one-out HR@10 / NDCG@10 with 100 sampled candidates on ``valid`` (None and no
-    ``evaluate_fn``: no evaluation, no early stopping). Training stops after ``patience`` epochs without improvement, or once ``max_seconds`` of training
-    and validation have passed (checked every batch; the partial epoch is still evaluated), and the best epoch's
-    weights are restored. Returns the history: one dict per epoch with ``epoch``, ``loss``, ``seconds``, ``valid``.
+    ``evaluate_fn``: no evaluation, no early stopping). Training stops after ``patience`` epochs without
+    improvement, or once ``max_seconds`` of training and validation have passed (checked every batch; the partial
+    epoch is still evaluated), and the best epoch's weights are restored. Returns the history: one dict per epoch
+    with ``epoch``, ``loss``, ``seconds``, ``valid``.
     """
     if epochs < 1 or patience < 1:
         raise ValueError(f"epochs={epochs}, patience={patience}: both must be >= 1")
