@@ -19,6 +19,8 @@ RESULTS_DIR = REPO_ROOT / "book" / "results"
 FIELDS = ("dataset", "model", "loss", "params", "metrics", "best_epoch", "epochs", "seconds", "command", "commit",
           "created")
 METRICS = ("recall@20", "ndcg@20")
+OPTIONAL = ("valid_metrics", "stop_reason")  # kept when the result has them (sweeps select on valid_metrics)
+SWEEPS_DIR = RESULTS_DIR / "sweeps"  # full-scale sweeps (reproduce.sweep_plan), kept apart from the table's runs
 _NAME_PART = re.compile(r"^[A-Za-z0-9_.+]+(-[A-Za-z0-9_.+]+)*$")
 
 _BARS = "BARS open benchmark (arXiv 2205.09626), leaderboard {}_m1"
@@ -69,7 +71,7 @@ def record_result(result: dict, tag: str | None = None, root: str | Path | None 
     """Store a finished run (``train.fit``'s result dict, or one with the same keys) and return its file.
 
     Keeps the fields of :data:`FIELDS`, with ``metrics`` reduced to :data:`METRICS` (the test metrics at the epoch
-    chosen on validation). A missing field or metric -> ValueError naming it. Chapter 07_training.
+    chosen on validation), and those of :data:`OPTIONAL` that the result has. A missing field or metric -> ValueError naming it. Chapter 07_training.
     """
     missing = [name for name in FIELDS if name not in result]
     missing += [f"metrics[{key!r}]" for key in METRICS if key not in result.get("metrics", {})]
@@ -77,6 +79,7 @@ def record_result(result: dict, tag: str | None = None, root: str | Path | None 
         raise ValueError(f"record_result: the result lacks {missing}; required fields are {FIELDS}")
     record = {name: result[name] for name in FIELDS}
     record["metrics"] = {key: float(result["metrics"][key]) for key in METRICS}
+    record.update({name: result[name] for name in OPTIONAL if name in result})
     path = result_path(result["dataset"], result["model"], result["loss"], tag, root)
     write_json_atomic(path, record)
     return path

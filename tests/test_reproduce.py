@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from recloss_lite import cli, live_widgets, reproduce, results, training_plots
+from recloss_lite import cli, live_widgets, losses, reproduce, results, training_plots
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +41,9 @@ def test_result_file_round_trip(tmp_path):
     assert set(record) == set(results.FIELDS)
     assert record["metrics"] == {"recall@20": 0.18, "ndcg@20": 0.15}
     assert results.load_results("yelp2018", root=tmp_path) == []
+    swept = results.record_result(_result(valid_metrics={"recall@20": 0.2}, stop_reason="time budget"), "tp",
+                                  root=tmp_path)
+    assert json.loads(swept.read_text())["valid_metrics"] == {"recall@20": 0.2}  # optional fields are kept
 
 
 def test_record_result_names_missing_fields(tmp_path):
@@ -88,6 +91,30 @@ def test_plan_covers_every_loss_with_published_settings(dataset):
     for run in runs.values():  # the command line rebuilds exactly this configuration
         args = cli.build_parser().parse_args(shlex.split(run.command)[1:])
         assert cli.config_from_args(args) == run.config, run.name
+
+
+def test_sweep_plan_and_the_chosen_tau_plus():
+    runs = reproduce.sweep_plan("gowalla")
+    assert [(run.loss, run.config.loss_params["tau_plus"]) for run in runs] == [
+        (loss, value) for loss in reproduce.SWEEP_LOSSES for value in reproduce.TAU_PLUS_SWEEP]
+    assert all(run.config.max_seconds == reproduce.SWEEP_SECONDS and run.tag.startswith("tau_plus") for run in runs)
+    assert runs[0].config == dataclasses.replace(
+        reproduce.config_for("gowalla", "debiased-mine+"), max_seconds=reproduce.SWEEP_SECONDS,
+        loss_params={**reproduce.config_for("gowalla", "debiased-mine+").loss_params,
+                     "tau_plus": reproduce.TAU_PLUS_SWEEP[0]})
+    for name in ("gowalla", "yelp2018"):  # every debiased loss of the table takes the chosen value
+        for run in reproduce.plan(name):
+            if run.loss and run.loss.startswith("debiased-"):
+                assert run.config.loss_params["tau_plus"] == reproduce.TAU_PLUS_LARGE, run.name
+    with pytest.raises(ValueError, match="sweeps are planned"):
+        reproduce.sweep_plan("ml-100k")
+    # TAU_PLUS_LARGE is what the stored sweep selects on validation, for every swept loss
+    stored = results.load_results("gowalla", root=results.SWEEPS_DIR)
+    for loss in reproduce.SWEEP_LOSSES:
+        swept = {{**losses.defaults(loss), **r["params"]["loss_params"]}["tau_plus"]: r["valid_metrics"]["recall@20"]
+                 for r in stored if r["loss"] == loss}
+        assert set(swept) >= set(reproduce.TAU_PLUS_SWEEP), (loss, swept)
+        assert max(swept, key=swept.get) == reproduce.TAU_PLUS_LARGE, (loss, swept)
 
 
 @pytest.mark.slow
