@@ -71,7 +71,8 @@ def record_result(result: dict, tag: str | None = None, root: str | Path | None 
     """Store a finished run (``train.fit``'s result dict, or one with the same keys) and return its file.
 
     Keeps the fields of :data:`FIELDS`, with ``metrics`` reduced to :data:`METRICS` (the test metrics at the epoch
-    chosen on validation), and those of :data:`OPTIONAL` that the result has. A missing field or metric -> ValueError naming it. Chapter 07_training.
+    chosen on validation), and those of :data:`OPTIONAL` that the result has. A missing field or metric ->
+    ValueError naming it. Chapter 07_training.
     """
     missing = [name for name in FIELDS if name not in result]
     missing += [f"metrics[{key!r}]" for key in METRICS if key not in result.get("metrics", {})]
