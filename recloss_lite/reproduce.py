@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from . import cli, data, results
+from . import ablations, cli, data, results
 from .train import TrainConfig, fit
 
 LOSSES = ("bpr", "softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "debiased-infonce", "debiased-mine+",
@@ -260,6 +260,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runs to do, by loss, model (ials, ease, mf) or name (mf-ccl); default all: "
                         + ", ".join(LOSSES))
     parser.add_argument("--dry-run", action="store_true", help="print the plan with each run's command and status")
+    parser.add_argument("--hdccf", action="store_true",
+                        help="with --dataset ml-100k: HDCCF's recorded leave-one-out ablations (ablations.VARIANTS; "
+                        "--losses picks variants) into book/results/hdccf-loo")
     parser.add_argument("--sweeps", action="store_true",
                         help="run the tau_plus sweep (sweep_plan) into book/results/sweeps instead of the table")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -269,6 +272,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main_reproduce(args: argparse.Namespace) -> int:
     """``recloss-lite reproduce``: print the plan (``--dry-run``) or execute every selected run in order."""
+    if args.hdccf:
+        if args.dataset != ablations.DATASET or args.sweeps or args.dry_run:
+            raise ValueError(f"--hdccf: the ablations are planned for --dataset {ablations.DATASET}, without "
+                             f"--sweeps or --dry-run (got --dataset {args.dataset})")
+        ablations.reproduce(args.losses, args.results)
+        return 0
     planned = (sweep_plan if args.sweeps else plan)(args.dataset, args.device)
     runs = [run for run in planned if run.matches(args.losses)]
     if not runs:

@@ -67,20 +67,21 @@ def result_path(dataset: str, model: str, loss: str | None, tag: str | None = No
     return Path(root or RESULTS_DIR) / _check_part("dataset", dataset) / ("-".join(parts) + ".json")
 
 
-def record_result(result: dict, tag: str | None = None, root: str | Path | None = None) -> Path:
+def record_result(result: dict, tag: str | None = None, root: str | Path | None = None,
+                  metrics: tuple[str, ...] = METRICS, optional: tuple[str, ...] = OPTIONAL) -> Path:
     """Store a finished run (``train.fit``'s result dict, or one with the same keys) and return its file.
 
-    Keeps the fields of :data:`FIELDS`, with ``metrics`` reduced to :data:`METRICS` (the test metrics at the epoch
-    chosen on validation), and those of :data:`OPTIONAL` that the result has. A missing field or metric ->
-    ValueError naming it. Chapter 07_training.
+    Keeps the fields of :data:`FIELDS`, with ``metrics`` reduced to ``metrics`` (default :data:`METRICS`, the test
+    metrics at the epoch chosen on validation), and those of ``optional`` that the result has. A missing field or
+    metric -> ValueError naming it. Chapter 07_training.
     """
     missing = [name for name in FIELDS if name not in result]
-    missing += [f"metrics[{key!r}]" for key in METRICS if key not in result.get("metrics", {})]
+    missing += [f"metrics[{key!r}]" for key in metrics if key not in result.get("metrics", {})]
     if missing:
         raise ValueError(f"record_result: the result lacks {missing}; required fields are {FIELDS}")
     record = {name: result[name] for name in FIELDS}
-    record["metrics"] = {key: float(result["metrics"][key]) for key in METRICS}
-    record.update({name: result[name] for name in OPTIONAL if name in result})
+    record["metrics"] = {key: float(result["metrics"][key]) for key in metrics}
+    record.update({name: result[name] for name in optional if name in result})
     path = result_path(result["dataset"], result["model"], result["loss"], tag, root)
     write_json_atomic(path, record)
     return path

@@ -82,7 +82,9 @@ def test_plan_covers_every_loss_with_published_settings(dataset):
             reproduce.CPU_STEP["lr"], reproduce.CPU_STEP["batch_size"], published["num_negatives"])
         assert config.max_seconds == reproduce.BUDGET_SECONDS
         assert (config.similarity, config.sampler, config.dim) == ("cosine", "uniform", 64)
-        assert config.loss_params == {"margin": published["margin"], "neg_weight": published["neg_weight"]}
+        debiased = {"tau_plus": reproduce.TAU_PLUS_LARGE} if name == "mf-debiased-ccl" else {}
+        assert config.loss_params == {"margin": published["margin"], "neg_weight": published["neg_weight"],
+                                      **debiased}
     t1, t2 = reproduce.BSL[dataset]
     assert runs["mf-mine+"].config.loss_params == {"tau": t1, "lam": t2}
     assert runs["ease"].config.model_params == {"l2": {"gowalla": 80.0, "yelp2018": 300.0,
@@ -93,7 +95,7 @@ def test_plan_covers_every_loss_with_published_settings(dataset):
         assert cli.config_from_args(args) == run.config, run.name
 
 
-def test_sweep_plan_and_the_chosen_tau_plus():
+def test_sweep_plan_and_the_chosen_tau_plus(capsys):
     runs = reproduce.sweep_plan("gowalla")
     assert [(run.loss, run.config.loss_params["tau_plus"]) for run in runs] == [
         (loss, value) for loss in reproduce.SWEEP_LOSSES for value in reproduce.TAU_PLUS_SWEEP]
@@ -108,6 +110,8 @@ def test_sweep_plan_and_the_chosen_tau_plus():
                 assert run.config.loss_params["tau_plus"] == reproduce.TAU_PLUS_LARGE, run.name
     with pytest.raises(ValueError, match="sweeps are planned"):
         reproduce.sweep_plan("ml-100k")
+    assert cli.main(["reproduce", "--dataset", "gowalla", "--hdccf"]) == 2
+    assert "--hdccf: the ablations are planned for --dataset ml-100k" in capsys.readouterr().err
     # TAU_PLUS_LARGE is what the stored sweep selects on validation, for every swept loss
     stored = results.load_results("gowalla", root=results.SWEEPS_DIR)
     for loss in reproduce.SWEEP_LOSSES:
