@@ -70,6 +70,15 @@ HDCCF_LARGE = {"modulation": False}  # see the module docstring: the modulated s
 TAU_PLUS_SWEEP = (0.001, 0.01)
 SWEEP_LOSSES = ("debiased-mine+", "debiased-ccl")
 SWEEP_SECONDS = 300.0
+# Chapter 09's knob sweeps on ml-100k (MF, the small set-up, KNOB_SETTINGS): label -> (loss, parameter, values).
+KNOB_SWEEPS: dict[str, tuple[str, str, tuple[float, ...]]] = {
+    "λ (mine+)": ("mine+", "lam", (1.0, 1.1, 1.2, 1.3, 1.4)),
+    "ε (infonce+)": ("infonce+", "eps", (0.0, 0.25, 0.5, 0.75, 1.0)),
+    "τ⁺ (infonce)": ("infonce", "tau_plus", (0.0, 0.05, 0.1, 0.15, 0.2)),
+    "negatives N (mine+)": ("mine+", "num_negatives", (16, 64, 256, 1024)),
+    "τ (mine+)": ("mine+", "tau", (0.05, 0.1, 0.2, 0.5)),
+}
+KNOB_SETTINGS = {"epochs": 15, "patience": 3}
 TAU_PLUS_LARGE = 0.001  # argmax of validation Recall@20 over TAU_PLUS_SWEEP for both SWEEP_LOSSES (a test checks)
 BUDGET_SECONDS = 1200.0  # the issue's cost limit: 20 minutes of training and validation per loss on Gowalla
 SMALL = {"num_negatives": 256, "batch_size": 1024, "lr": 3e-2, "epochs": 30, "eval_every": 1}
@@ -213,20 +222,30 @@ def plan(dataset: str, device: str = "cpu") -> list[Run]:
     return runs
 
 
+def knob_run(dataset: str, loss: str, parameter: str, value: float, **changes: object) -> Run:
+    """One point of a sweep: the planned configuration of ``loss`` with ``parameter`` (a loss parameter or
+    ``num_negatives``) set to ``value`` and ``changes`` applied, tagged ``<parameter><value>``."""
+    if parameter == "num_negatives":
+        config = config_for(dataset, loss, num_negatives=int(value), **changes)
+    else:
+        config = config_for(dataset, loss, {parameter: value}, **changes)
+    return Run(dataset, "mf", loss, f"{parameter} = {value}", config, tag=f"{parameter}{value}")
+
+
 def sweep_plan(dataset: str, device: str = "cpu") -> list[Run]:
-    """The tau_plus sweep that chose :data:`TAU_PLUS_LARGE`: each loss of :data:`SWEEP_LOSSES` at each value of
-    :data:`TAU_PLUS_SWEEP`, the planned configuration with a :data:`SWEEP_SECONDS` budget, tagged
-    ``tau_plus<value>`` and stored under ``results.SWEEPS_DIR`` (chapter 09_sensitivity). Published data sets
-    only."""
+    """The recorded sweeps (``reproduce --sweeps``, stored under ``results.SWEEPS_DIR``; chapter 09_sensitivity).
+
+    On ml-100k every point of :data:`KNOB_SWEEPS`. On a published data set the tau_plus sweep that chose
+    :data:`TAU_PLUS_LARGE`: each loss of :data:`SWEEP_LOSSES` at each value of :data:`TAU_PLUS_SWEEP`, the
+    planned configuration with a :data:`SWEEP_SECONDS` budget.
+    """
+    if dataset == "ml-100k":
+        return [knob_run(dataset, loss, parameter, value, device=device, **KNOB_SETTINGS)
+                for loss, parameter, values in KNOB_SWEEPS.values() for value in values]
     if dataset not in SIMPLEX:
-        raise ValueError(f"dataset={dataset!r}: sweeps are planned for {sorted(SIMPLEX)}")
-    runs = []
-    for loss in SWEEP_LOSSES:
-        for value in TAU_PLUS_SWEEP:
-            config = config_for(dataset, loss, {"tau_plus": value}, max_seconds=SWEEP_SECONDS, device=device)
-            runs.append(Run(dataset, "mf", loss, f"tau_plus sweep, {SWEEP_SECONDS:.0f} s", config,
-                            tag=f"tau_plus{value}"))
-    return runs
+        raise ValueError(f"dataset={dataset!r}: sweeps are planned for ml-100k and {sorted(SIMPLEX)}")
+    return [knob_run(dataset, loss, "tau_plus", value, max_seconds=SWEEP_SECONDS, device=device)
+            for loss in SWEEP_LOSSES for value in TAU_PLUS_SWEEP]
 
 
 def status(run: Run, results_root: str | Path | None = None, runs_root: str | Path = RUNS_DIR) -> str:

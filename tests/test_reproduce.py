@@ -109,7 +109,13 @@ def test_sweep_plan_and_the_chosen_tau_plus(capsys):
             if run.loss and run.loss.startswith("debiased-"):
                 assert run.config.loss_params["tau_plus"] == reproduce.TAU_PLUS_LARGE, run.name
     with pytest.raises(ValueError, match="sweeps are planned"):
-        reproduce.sweep_plan("ml-100k")
+        reproduce.sweep_plan("ml-1m")
+    knobs = reproduce.sweep_plan("ml-100k")  # chapter 09's sweeps: every point once, each tagged by its value
+    assert len(knobs) == sum(len(values) for _, _, values in reproduce.KNOB_SWEEPS.values())
+    assert len({run.name for run in knobs}) == len(knobs)
+    negatives = next(run for run in knobs if run.tag == "num_negatives1024")
+    assert negatives.config.num_negatives == 1024 and negatives.config.epochs == reproduce.KNOB_SETTINGS["epochs"]
+    assert next(run for run in knobs if run.tag == "eps0.25").config.loss_params["eps"] == 0.25
     assert cli.main(["reproduce", "--dataset", "gowalla", "--hdccf"]) == 2
     assert "--hdccf: the ablations are planned for --dataset ml-100k" in capsys.readouterr().err
     # TAU_PLUS_LARGE is what the stored sweep selects on validation, for every swept loss
