@@ -267,3 +267,20 @@ def test_recorded_ablation_run_round_trip(ml100k, tmp_path, capsys):
     with pytest.raises(ValueError, match="allowed keys"):
         ablations.run("hdccf", parts, lr_typo=1.0)
     assert ablations.command("p3") == "recloss-lite reproduce --dataset ml-100k --hdccf --losses p3"
+
+
+@pytest.mark.parametrize("kind", ["entries", "shared"])
+def test_relation_queries_match_the_dense_table(kind, monkeypatch):
+    rng = np.random.default_rng(3)
+    matrix = hdccf._canonical(sp.random(40, 60, density=0.08, random_state=4, format="csr"))
+    rows = rng.integers(0, 40, 25)
+    cols = rng.integers(0, 60 if kind == "entries" else 40, 30)  # with repeats, as in a batch
+    dense = hdccf._Relation(matrix, kind)
+    assert dense.table is not None
+    monkeypatch.setattr(hdccf._Relation, "DENSE_LIMIT", 0)  # Gowalla's path: one sparse product per query
+    sparse = hdccf._Relation(matrix, kind)
+    assert sparse.table is None
+    expected = (matrix.toarray() > 0)[np.ix_(rows, cols)] if kind == "entries" else (
+        (matrix @ matrix.T).toarray() > 0)[np.ix_(rows, cols)]
+    np.testing.assert_array_equal(dense.grid(rows, cols), expected)
+    np.testing.assert_array_equal(sparse.grid(rows, cols), expected)
