@@ -4,6 +4,8 @@
 * ``shared800_epoch_s``: one epoch with 800 negatives shared by each batch (InfoNCE, cosine, batch 2048).
 * ``eval_s``: full-ranking evaluation (Recall/NDCG@20) of every test user.
 * ``ials_iter_s``: one iALS iteration (users then items, 64 factors), when :mod:`recloss_lite.linear` provides it.
+* ``hdccf_batch_s`` / ``hdccf_modulated_batch_s``: one HDCCF training step (sampling with its masks, loss,
+  backward, optimiser) at the CLI preset (M = 256, P = 2), without and with the modulated similarity.
 
 Each figure is the median of ``repeats`` timed runs after one warm-up; the machine's thread count is printed with
 them, because the targets (1.0 s, 15 s, 6 s on two cores) depend on it.
@@ -17,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import data, linear, losses, metrics
+from . import data, hdccf, linear, losses, metrics
 from .models import MF
 from .sampling import NegativeSampler
 from .train import RowAdam, TrainConfig, epoch_generator, interaction_pairs, train_epoch
@@ -45,6 +47,20 @@ def epoch_seconds(dataset: data.Dataset, config: TrainConfig, repeats: int = 3) 
                                                epoch_generator(config.seed, next(counter))), repeats)
 
 
+def hdccf_batch_seconds(dataset: data.Dataset, modulation: bool, batches: int = 20, batch_size: int = 256,
+                        num_positives: int = 2) -> float:
+    """Seconds per HDCCF training step on ``dataset.train``: (time of 1 + ``batches`` steps - time of 1 step) /
+    ``batches``, so the one-off set-up of the sampler (membership tables) is not counted."""
+    def steps(count: int) -> float:
+        model = hdccf.HDCCF(dataset.n_users, dataset.n_items, tau=0.5, num_positives=num_positives,
+                            modulation=modulation)
+        start = time.perf_counter()
+        hdccf.fit_hdccf(model, dataset.train, epochs=1, batch_size=batch_size, max_batches=count)
+        return time.perf_counter() - start
+
+    return max(steps(1 + batches) - steps(1), 0.0) / batches
+
+
 def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu", progress: bool = True) -> dict:
     """Measure every figure on data set ``name``; print each as it is measured when ``progress``."""
     dataset = data.load(name)
@@ -65,4 +81,6 @@ def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu",
     report("eval_s", _median_seconds(lambda: metrics.evaluate(lambda u: model.scores(u.to(device)).cpu(),
                                                               dataset.train, dataset.test), repeats))
     report("ials_iter_s", linear.bench_ials(dataset, factors=64, iterations=repeats)["seconds_per_iteration"])
+    report("hdccf_batch_s", hdccf_batch_seconds(dataset, modulation=False))
+    report("hdccf_modulated_batch_s", hdccf_batch_seconds(dataset, modulation=True, batches=4))
     return figures

@@ -284,3 +284,11 @@ def test_relation_queries_match_the_dense_table(kind, monkeypatch):
         (matrix @ matrix.T).toarray() > 0)[np.ix_(rows, cols)]
     np.testing.assert_array_equal(dense.grid(rows, cols), expected)
     np.testing.assert_array_equal(sparse.grid(rows, cols), expected)
+
+
+def test_bench_hdccf_step(ml100k):
+    from recloss_lite import benchmark
+
+    torch.set_num_threads(1)
+    seconds = benchmark.hdccf_batch_seconds(ml100k, modulation=False, batches=3, batch_size=64)
+    assert 0 < seconds < 5  # a step of 64 pairs on ml-100k: milliseconds
