@@ -127,6 +127,12 @@ def test_sweep_plan_and_the_chosen_tau_plus(capsys):
                  for r in stored if r["loss"] == loss}
         assert set(swept) >= set(reproduce.TAU_PLUS_SWEEP), (loss, swept)
         assert max(swept, key=swept.get) == reproduce.TAU_PLUS_LARGE, (loss, swept)
+    weights = {{**losses.defaults("mse"), **r["params"]["loss_params"]}["neg_weight"]: r["valid_metrics"]["recall@20"]
+               for r in stored if r["loss"] == "mse"}
+    assert set(weights) == {1.0, *reproduce.MSE_NEG_WEIGHT_SWEEP}
+    assert max(weights, key=weights.get) == reproduce.MSE_NEG_WEIGHT
+    for name in ("mf-mse", "mf-debiased-mse"):
+        assert reproduce.config_for("gowalla", name.removeprefix("mf-")).loss_params["neg_weight"] == 10.0
 
 
 @pytest.mark.slow
