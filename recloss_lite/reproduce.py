@@ -175,10 +175,10 @@ def _mf_run(dataset: str, loss: str, device: str) -> Run:
             note += f"; tau_plus {TAU_PLUS_LARGE} (chosen on validation)"
         if base == "ccl":
             loss_params.update(margin=published["margin"], neg_weight=published["neg_weight"])
+            note += "; published CCL margin / negative weight"
         if base == "mse" and MSE_NEG_WEIGHT != 1.0:
             loss_params["neg_weight"] = MSE_NEG_WEIGHT
             note += f"; negative weight {MSE_NEG_WEIGHT:g} (chosen on validation)"
-            note += "; published CCL margin / negative weight"
         if base in _EXP_FAMILY:
             t1, t2 = BSL[dataset]
             loss_params["tau"] = t1
