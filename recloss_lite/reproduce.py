@@ -21,6 +21,8 @@ Settings (every choice in one place, :func:`plan`):
   split of the sweep :func:`sweep_plan` (``reproduce --sweeps``; 5-minute runs of ``debiased-mine+`` and
   ``debiased-ccl`` at each value of :data:`TAU_PLUS_SWEEP`, stored in ``book/results/sweeps/``). The library
   default 0.1 overcorrects there: uniform negatives out of 41k items are false with probability about 0.001.
+* ``mse`` / ``debiased-mse`` on the published data sets: negative weight :data:`MSE_NEG_WEIGHT`, chosen by the same
+  sweep (:data:`MSE_NEG_WEIGHT_SWEEP` against the default 1).
 * MF-``bpr``: the set-up of ``cli.PRESETS`` (dot product, 4 uniform negatives per positive).
 * Every MF run on a published data set stops after :data:`BUDGET_SECONDS` (20 minutes) of training and validation
   and keeps its best validation epoch.
