@@ -16,7 +16,7 @@ Settings (every choice in one place, :func:`plan`):
   The exp family (``softmax``, ``infonce``, ``infonce+``, ``dcl``, ``mine``, ``mine+`` and debiased forms) uses
   BSL's tuned temperature t1 (arXiv 2312.12882) as tau; ``mine+`` / ``debiased-mine+`` also its t2 as lam
   (BSL's loss -s+/t1 + t2 log sum_j e^{s_j/t1} is ``mine+`` with tau = t1, lam = t2, up to t2 log N).
-  ``infonce+`` keeps Li & Jin's eps = 0, lam = 1.1; debiased losses tau_plus = 0.1 (the library defaults).
+  ``infonce+`` keeps Li & Jin's eps = 0, lam = 1.1 (the library defaults).
 * Debiased losses on the published data sets: tau_plus = :data:`TAU_PLUS_LARGE`, the best on Gowalla's validation
   split of the sweep :func:`sweep_plan` (``reproduce --sweeps``; 5-minute runs of ``debiased-mine+`` and
   ``debiased-ccl`` at each value of :data:`TAU_PLUS_SWEEP`, stored in ``book/results/sweeps/``). The library
@@ -296,7 +296,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --dataset ml-100k: HDCCF's recorded leave-one-out ablations (ablations.VARIANTS; "
                         "--losses picks variants) into book/results/hdccf-loo")
     parser.add_argument("--sweeps", action="store_true",
-                        help="run the tau_plus sweep (sweep_plan) into book/results/sweeps instead of the table")
+                        help="run the recorded sweeps (sweep_plan: tau_plus and the MSE weight on gowalla / yelp2018 "
+                        "/ amazon-book, chapter 09's knobs on ml-100k) into book/results/sweeps")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--results", default=None, help="results folder (default book/results)")
     parser.add_argument("--runs", default=str(RUNS_DIR), help="checkpoint folder (default runs/reproduce)")
