@@ -413,17 +413,11 @@ def theorem1_monte_carlo(true_negative_scores: np.ndarray, false_negative_scores
 
 
 def score_histograms(pos_scores: np.ndarray, neg_scores: np.ndarray, bins: int = 50) -> dict[str, np.ndarray]:
-    """The histograms of HDCCF figure 3: both score sets min-max normalised together to [0, 100] (the paper's
-    scale) and binned into ``bins`` equal bins, each of total mass 1. Returns ``positive`` and ``negative``
-    (bins,) float64 arrays. Chapter 10_hdccf."""
-    pos_scores, neg_scores = np.asarray(pos_scores, np.float64), np.asarray(neg_scores, np.float64)
-    if len(pos_scores) == 0 or len(neg_scores) == 0:
-        raise ValueError(f"pos_scores {pos_scores.shape} and neg_scores {neg_scores.shape} must be non-empty")
-    low = min(pos_scores.min(), neg_scores.min())
-    span = max(pos_scores.max(), neg_scores.max()) - low
-    edges = np.linspace(0.0, 100.0, bins + 1)
-    return {name: np.histogram(100.0 * (scores - low) / (span if span > 0 else 1.0), edges)[0] / len(scores)
-            for name, scores in (("positive", pos_scores), ("negative", neg_scores))}
+    """The histograms of HDCCF figure 3: both score sets binned on common equal bins over their joint range (the
+    paper's [0, 100] after min-max normalisation), each of total mass 1 (``metrics.shared_histograms``). Returns
+    ``positive`` and ``negative`` (bins,) float64 arrays. Chapter 10_hdccf."""
+    positive, negative, _ = metrics.shared_histograms(pos_scores, neg_scores, bins)
+    return {"positive": positive, "negative": negative}
 
 
 def score_overlap(pos_scores: np.ndarray, neg_scores: np.ndarray, bins: int = 50) -> float:

@@ -288,3 +288,16 @@ def leave_one_out_metrics(
     if not parts:
         raise ValueError("no user to evaluate: the test matrix is empty")
     return _mean_over_rows(parts, keys)
+
+
+def shared_histograms(first: np.ndarray, second: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two samples binned on common edges (``bins`` equal bins over their joint range), each as bin probabilities:
+    ``(first_mass, second_mass, edges)``. The overlap areas of chapters 08 and 10 are sums of their minimum."""
+    first, second = np.asarray(first, dtype=np.float64).ravel(), np.asarray(second, dtype=np.float64).ravel()
+    if first.size == 0 or second.size == 0 or not (np.isfinite(first).all() and np.isfinite(second).all()):
+        raise ValueError(f"need two non-empty finite samples, got sizes {first.size} and {second.size}")
+    low, high = min(first.min(), second.min()), max(first.max(), second.max())
+    if high <= low:
+        high = low + 1.0
+    edges = np.linspace(low, high, bins + 1)
+    return np.histogram(first, edges)[0] / first.size, np.histogram(second, edges)[0] / second.size, edges

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from . import data
+from . import data, metrics
 
 
 def _grid(count: int, cols: int, width: float = 3.4, height: float = 2.6) -> tuple[Figure, np.ndarray]:
@@ -51,17 +51,6 @@ def score_samples(model, dataset: data.Dataset, max_users: int | None = None,
     return np.concatenate(pos_parts), np.concatenate(neg_parts)
 
 
-def _histograms(first: np.ndarray, second: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    first, second = np.asarray(first, dtype=np.float64).ravel(), np.asarray(second, dtype=np.float64).ravel()
-    if first.size == 0 or second.size == 0 or not (np.isfinite(first).all() and np.isfinite(second).all()):
-        raise ValueError(f"need two non-empty finite samples, got sizes {first.size} and {second.size}")
-    low, high = min(first.min(), second.min()), max(first.max(), second.max())
-    if high <= low:
-        high = low + 1.0
-    edges = np.linspace(low, high, bins + 1)
-    return np.histogram(first, edges)[0] / first.size, np.histogram(second, edges)[0] / second.size, edges
-
-
 def overlap_area(first: np.ndarray, second: np.ndarray, bins: int = 100) -> float:
     """Overlap area of two samples' densities: sum over common bins of min(p_k, q_k) (bin probabilities).
 
@@ -70,7 +59,7 @@ def overlap_area(first: np.ndarray, second: np.ndarray, bins: int = 100) -> floa
     """
     if bins < 1:
         raise ValueError(f"bins={bins}: must be >= 1")
-    first_mass, second_mass, _ = _histograms(first, second, bins)
+    first_mass, second_mass, _ = metrics.shared_histograms(first, second, bins)
     return float(np.minimum(first_mass, second_mass).sum())
 
 
@@ -93,7 +82,7 @@ def learning_curves(histories: dict[str, list[dict]], key: str = "recall@20") ->
 
 def draw_scores(ax, pos: np.ndarray, neg: np.ndarray, title: str, bins: int = 60) -> float:
     """Draw the two score densities (step lines) on ``ax`` with the overlap area in the title; return the area."""
-    pos_mass, neg_mass, edges = _histograms(pos, neg, bins)
+    pos_mass, neg_mass, edges = metrics.shared_histograms(pos, neg, bins)
     width = edges[1] - edges[0]
     area = float(np.minimum(pos_mass, neg_mass).sum())
     ax.stairs(pos_mass / width, edges, label="test positives", color="tab:blue")

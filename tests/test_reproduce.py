@@ -123,11 +123,11 @@ def test_sweep_plan_and_the_chosen_tau_plus(capsys):
     # TAU_PLUS_LARGE is what the stored sweep selects on validation, for every swept loss
     stored = results.load_results("gowalla", root=results.SWEEPS_DIR)
     for loss in reproduce.SWEEP_LOSSES:
-        swept = {{**losses.defaults(loss), **r["params"]["loss_params"]}["tau_plus"]: r["valid_metrics"]["recall@20"]
+        swept = {losses.make(loss, **r["params"]["loss_params"]).params["tau_plus"]: r["valid_metrics"]["recall@20"]
                  for r in stored if r["loss"] == loss}
         assert set(swept) >= set(reproduce.TAU_PLUS_SWEEP), (loss, swept)
         assert max(swept, key=swept.get) == reproduce.TAU_PLUS_LARGE, (loss, swept)
-    weights = {{**losses.defaults("mse"), **r["params"]["loss_params"]}["neg_weight"]: r["valid_metrics"]["recall@20"]
+    weights = {losses.make("mse", **r["params"]["loss_params"]).params["neg_weight"]: r["valid_metrics"]["recall@20"]
                for r in stored if r["loss"] == "mse"}
     assert set(weights) == {1.0, *reproduce.MSE_NEG_WEIGHT_SWEEP}
     assert max(weights, key=weights.get) == reproduce.MSE_NEG_WEIGHT
