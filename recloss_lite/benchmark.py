@@ -7,8 +7,9 @@
 * ``hdccf_batch_s`` / ``hdccf_modulated_batch_s``: one HDCCF training step (sampling with its masks, loss,
   backward, optimiser) at the CLI preset (M = 256, P = 2), without and with the modulated similarity.
 
-Each figure is the median of ``repeats`` timed runs after one warm-up; the machine's thread count is printed with
-them, because the targets (1.0 s, 15 s, 6 s on two cores) depend on it.
+``kernels`` says whether the compiled kernels of :mod:`recloss_lite.kernels` ran (the default where a C compiler is
+found) or the PyTorch fallback did. Each figure is the median of ``repeats`` timed runs after one warm-up; the
+machine's thread count is printed with them, because the targets (1.0 s, 15 s, 6 s on two cores) depend on it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import data, hdccf, linear, losses, metrics
+from . import data, hdccf, kernels, linear, losses, metrics
 from .models import MF
 from .sampling import NegativeSampler
 from .train import RowAdam, TrainConfig, epoch_generator, interaction_pairs, train_epoch
@@ -65,7 +66,10 @@ def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu",
     """Measure every figure on data set ``name``; print each as it is measured when ``progress``."""
     dataset = data.load(name)
     figures: dict[str, float | int | str] = {"dataset": name, "threads": torch.get_num_threads(),
-                                             "device": device, "repeats": repeats}
+                                             "device": device, "repeats": repeats,
+                                             "kernels": "compiled" if kernels.library() else "pytorch"}
+    if progress:
+        print(f"{'kernels':>18}: {figures['kernels']} (RECLOSS_KERNELS=0 forces the PyTorch path)", flush=True)
 
     def report(key: str, value: float) -> None:
         figures[key] = round(value, 4)

@@ -23,17 +23,26 @@ KINDS = ("uniform", "uniform-exclude", "popularity", "in-batch")
 class Negatives:
     """Sampled negatives of one batch.
 
-    ``items``: (B, N) per-row ids or (N,) shared ids; ``log_q``: log sampling probability of each id (same shape),
-    ``log_q_pos``: (B,) log probability the same sampler gives the batch's positives; ``shared``: whether ``items``
-    is shared by the batch. For ``in-batch`` the negatives of row b are the other rows' positives (N = B - 1 per row,
-    expressed as shared ids whose diagonal the trainer removes).
+    ``items``: (B, N) per-row ids or (N,) shared ids; ``shared``: whether ``items`` is shared by the batch. For
+    ``in-batch`` the negatives of row b are the other rows' positives (N = B - 1 per row, expressed as shared ids
+    whose diagonal the trainer removes). ``log_q`` (same shape as ``items``) and ``log_q_pos`` (B,), the log
+    sampling probabilities of the negatives and of the batch's positives that the sampled softmax needs, are
+    looked up only when asked for.
     """
 
     items: torch.Tensor
-    log_q: torch.Tensor
-    log_q_pos: torch.Tensor
+    pos_items: torch.Tensor
+    log_probabilities: torch.Tensor
     shared: bool
     in_batch: bool = False
+
+    @property
+    def log_q(self) -> torch.Tensor:
+        return self.log_probabilities[self.items]
+
+    @property
+    def log_q_pos(self) -> torch.Tensor:
+        return self.log_probabilities[self.pos_items]
 
 
 class NegativeSampler:
@@ -92,9 +101,8 @@ class NegativeSampler:
 
     def sample(self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator) -> Negatives:
         """Negatives for a batch: users (B,), pos_items (B,) -> :class:`Negatives`."""
-        log_q_pos = self.log_probabilities[pos_items]
         if self.kind == "in-batch":
-            return Negatives(pos_items, log_q_pos, log_q_pos, shared=True, in_batch=True)
+            return Negatives(pos_items, pos_items, self.log_probabilities, shared=True, in_batch=True)
         shape = (self.num_negatives,) if self.shared else (len(users), self.num_negatives)
         items = self._draw(shape, generator)
         if self.kind == "uniform-exclude":
@@ -105,4 +113,4 @@ class NegativeSampler:
                 if not redraw.any():
                     break
                 items[redraw] = self._draw((int(redraw.sum()),), generator)
-        return Negatives(items, self.log_probabilities[items], log_q_pos, shared=self.shared)
+        return Negatives(items, pos_items, self.log_probabilities, shared=self.shared)

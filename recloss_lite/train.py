@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from . import data as data_module
-from . import losses, metrics
+from . import kernels, losses, metrics
 from .models import MF, batch_scores
 from .sampling import KINDS, NegativeSampler
 
@@ -38,8 +38,9 @@ RESUME_MAY_CHANGE = ("epochs", "max_seconds")  # --resume with a larger budget c
 class RowAdam:
     """Adam that updates only the rows a step touches ("lazy" Adam, as torch.optim.SparseAdam).
 
-    The moments of all rows live in one (n, 2, d) tensor so a step costs one ``unique``, two ``index_select`` and
-    two ``index_copy_`` calls, whatever the table size. Duplicate ids in a batch have their gradients summed.
+    The moments of all rows live in one (n, 2, d) tensor. A training step calls :meth:`gather` once for every row
+    id of its batch: the distinct rows come back as one leaf tensor, so autograd sums the gradients of duplicate ids
+    itself, and :meth:`step` then updates exactly those rows.
     """
 
     def __init__(self, weight: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -47,29 +48,49 @@ class RowAdam:
         self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
         self.moments = torch.zeros(weight.shape[0], 2, weight.shape[1], dtype=weight.dtype, device=weight.device)
         self.steps = 0
+        # Scratch for gather(): a mark and a position per row; distinct ids by marking, not sorting (2x faster).
+        self._marked = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)
+        self._position = torch.zeros(weight.shape[0], dtype=torch.int64, device=weight.device)
+
+    def distinct(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The distinct rows among ``ids``, in increasing order, as ``torch.unique`` gives them: (unique ids (K,),
+        inverse (len(ids),) with ``ids == unique[inverse]``, counts (K,))."""
+        self._marked.index_fill_(0, ids, True)
+        unique_ids = torch.nonzero(self._marked).view(-1)
+        self._marked.index_fill_(0, unique_ids, False)
+        self._position.index_copy_(0, unique_ids, torch.arange(len(unique_ids), device=ids.device))
+        inverse = self._position.index_select(0, ids)
+        return unique_ids, inverse, torch.bincount(inverse, minlength=len(unique_ids))
 
     def gather(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of the table as a fresh leaf tensor that requires grad."""
         return self.weight.detach().index_select(0, ids).requires_grad_(True)
 
     @torch.no_grad()
-    def step(self, ids: torch.Tensor, grads: torch.Tensor) -> None:
-        """Apply one Adam step to rows ``ids`` (K,) with gradients ``grads`` (K, d)."""
+    def step(self, ids: torch.Tensor, grads: torch.Tensor, unique: bool = False,
+             decay: torch.Tensor | None = None) -> None:
+        """Apply one Adam step to rows ``ids`` (K,) with gradients ``grads`` (K, d). Gradients of duplicate ids are
+        summed; ``unique=True`` says ``ids`` has none (as from :meth:`distinct`) and skips that work. ``decay``
+        (K,), with distinct ids only, adds the L2 gradient ``decay[r] * w_r`` to row r's gradient."""
         self.steps += 1
+        if not unique:
+            ids, inverse = torch.unique(ids, return_inverse=True)
+            grads = torch.zeros(len(ids), grads.shape[1], dtype=grads.dtype, device=grads.device).index_add_(
+                0, inverse, grads)
         beta1, beta2 = self.betas
-        unique_ids, inverse = torch.unique(ids, return_inverse=True)
-        grad = torch.zeros(len(unique_ids), grads.shape[1], dtype=grads.dtype, device=grads.device)
-        grad.index_add_(0, inverse, grads)
-        moments = self.moments.index_select(0, unique_ids)
-        first, second = moments[:, 0], moments[:, 1]
-        first.mul_(beta1).add_(grad, alpha=1 - beta1)
-        second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        self.moments.index_copy_(0, unique_ids, moments)
         step_size = self.lr * math.sqrt(1 - beta2 ** self.steps) / (1 - beta1 ** self.steps)
+        if kernels.row_adam(self.weight.data, self.moments, ids, grads, decay, beta1, beta2, self.eps, step_size):
+            return
+        if decay is not None:
+            grads = grads + decay.unsqueeze(1) * self.weight.data.index_select(0, ids)
+        moments = self.moments.index_select(0, ids)
+        first, second = moments[:, 0], moments[:, 1]
+        first.lerp_(grads, 1 - beta1)
+        second.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
+        self.moments.index_copy_(0, ids, moments)
         update = second.sqrt().add_(self.eps)
         torch.div(first, update, out=update)
-        rows = self.weight.data.index_select(0, unique_ids).sub_(update, alpha=step_size)
-        self.weight.data.index_copy_(0, unique_ids, rows)
+        self.weight.data.index_add_(0, ids, update, alpha=-step_size)
 
     def state_dict(self) -> dict:
         return {"moments": self.moments, "steps": self.steps}
@@ -188,6 +209,7 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
                 progress: bool = False) -> float:
     """One pass over the training pairs in shuffled batches; returns the mean training loss."""
     order = torch.randperm(len(users), generator=generator)
+    users, items = users[order], items[order]  # two gathers an epoch instead of two a batch
     total, count = 0.0, 0
     wants_log_q = loss_fn.name == "softmax"
     device = model.weight.device
@@ -196,22 +218,16 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
         from tqdm.auto import tqdm
         batches = tqdm(batches, desc="batches", leave=False, mininterval=1.0)
     for start in batches:
-        index = order[start:start + config.batch_size]
-        if len(index) < 2:
+        batch_users, batch_items = users[start:start + config.batch_size], items[start:start + config.batch_size]
+        if len(batch_users) < 2:
             continue
-        batch_users, batch_items = users[index], items[index]
         negatives = sampler.sample(batch_users, batch_items, generator)
-        size = len(index)
+        size = len(batch_users)
         parts = [batch_users, batch_items + model.n_users]
         if not negatives.in_batch:
             parts.append(negatives.items.reshape(-1) + model.n_users)
-        parts = [part.to(device) for part in parts]
-        # One leaf per part: autograd then never zero-fills a slice of a larger tensor.
-        leaves = [optimizer.gather(part) for part in parts]
-        vectors = [model.normalize(leaf) for leaf in leaves]
-        neg_vectors = vectors[2].view(*negatives.items.shape, -1) if len(vectors) == 3 else None
-        pos, neg = batch_scores(vectors[0], vectors[1], neg_vectors, shared=negatives.shared,
-                                in_batch=negatives.in_batch)
+        ids = torch.cat(parts).to(device)
+        unique_ids, inverse, counts = optimizer.distinct(ids)
         extra = {}
         if wants_log_q:
             log_q_neg = negatives.log_q.to(device)
@@ -220,13 +236,30 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
             elif negatives.shared:
                 log_q_neg = log_q_neg.expand(size, -1)
             extra = {"log_q_pos": negatives.log_q_pos.to(device), "log_q_neg": log_q_neg}
-        loss = loss_fn(pos, neg, **extra)
-        grads = torch.autograd.grad(loss, leaves)
-        ids, grad = torch.cat(parts), torch.cat(grads)
-        if config.l2 > 0:
-            # LightGCN's L2 on the rows a batch touches: d/dw of l2 * 0.5 * ||w||^2 / B.
-            grad.add_(torch.cat([leaf.detach() for leaf in leaves]), alpha=config.l2 / size)
-        optimizer.step(ids, grad)
+        # Dot product, per-row negatives, on the CPU: scores and their backward by the compiled kernels, which read
+        # the rows in place. Otherwise autograd through one leaf of the batch's distinct rows. Either way the loss
+        # is differentiated by autograd and every row gets the sum of its occurrences' gradients.
+        scores = None
+        if model.similarity == "dot" and not negatives.shared and not negatives.in_batch:
+            scores = kernels.pair_scores(model.weight.data, parts[0], parts[1], parts[2].view(size, -1))
+        if scores is not None:
+            pos, neg = (part.requires_grad_(True) for part in scores)
+            loss = loss_fn(pos, neg, **extra)
+            grad = kernels.pair_scores_backward(model.weight.data, parts[0], parts[1], parts[2].view(size, -1),
+                                                *torch.autograd.grad(loss, (pos, neg)), inverse, len(unique_ids))
+        else:
+            rows = optimizer.gather(unique_ids)
+            vectors = model.normalize(rows)
+            user_vectors, pos_vectors, *rest = [vectors.index_select(0, slots) for slots in
+                                                inverse.split([len(part) for part in parts])]
+            neg_vectors = rest[0].view(*negatives.items.shape, -1) if rest else None
+            pos, neg = batch_scores(user_vectors, pos_vectors, neg_vectors, shared=negatives.shared,
+                                    in_batch=negatives.in_batch)
+            loss = loss_fn(pos, neg, **extra)
+            (grad,) = torch.autograd.grad(loss, rows)
+        # LightGCN's L2 on the rows a batch touches: d/dw of l2 * 0.5 * ||w||^2 / B for each occurrence.
+        decay = counts.to(grad.dtype).mul_(config.l2 / size) if config.l2 > 0 else None
+        optimizer.step(unique_ids, grad, unique=True, decay=decay)
         total += float(loss.detach()) * size
         count += size
     return total / max(count, 1)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from recloss_lite import cli, losses, train
+from recloss_lite import cli, kernels, losses, train
 from recloss_lite.train import RowAdam, TrainConfig, fit
 
 
@@ -134,3 +134,55 @@ def test_cli_reports_bad_input_as_one_error(capsys) -> None:
     assert cli.main(["train", "--dataset", "ml-100k", "--loss", "ccl", "--margin", "2"]) == 2
     err = capsys.readouterr().err
     assert "margin" in err and "[-1, 1]" in err and "Traceback" not in err
+
+
+def test_kernels_build_on_this_machine() -> None:
+    # CI has a C compiler: the fast path must really run there, not silently fall back.
+    assert kernels.library() is not None
+
+
+def test_pair_score_kernels_match_autograd() -> None:
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(30, 8, generator=generator)
+    users, items = torch.tensor([0, 1, 1, 2]), torch.tensor([10, 11, 12, 10])
+    negatives = torch.tensor([[13, 10], [14, 14], [12, 20], [29, 11]])  # a positive drawn as a negative, repeats
+    pos, neg = kernels.pair_scores(weight, users, items, negatives)
+    leaf = weight.clone().requires_grad_(True)
+    ref_pos = (leaf[users] * leaf[items]).sum(-1)
+    ref_neg = (leaf[negatives] * leaf[users].unsqueeze(1)).sum(-1)
+    assert torch.allclose(pos, ref_pos, atol=1e-5) and torch.allclose(neg, ref_neg, atol=1e-5)
+    grad_pos, grad_neg = torch.randn(4, generator=generator), torch.randn(4, 2, generator=generator)
+    (ref_grad,) = torch.autograd.grad((ref_pos * grad_pos).sum() + (ref_neg * grad_neg).sum(), leaf)
+    ids = torch.cat([users, items, negatives.reshape(-1)])
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    grads = kernels.pair_scores_backward(weight, users, items, negatives, grad_pos, grad_neg, inverse, len(unique))
+    assert torch.allclose(grads, ref_grad[unique], atol=1e-5)
+    with pytest.raises(ValueError, match=r"slot \(3,\) must have B \* \(2 \+ N\) = 16"):
+        kernels.pair_scores_backward(weight, users, items, negatives, grad_pos, grad_neg, inverse[:3], 3)
+
+
+def test_row_adam_kernel_and_python_path_agree(monkeypatch) -> None:
+    weights = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("RECLOSS_KERNELS", switch)
+        weight = torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+        adam = RowAdam(weight, lr=0.05)
+        for step in range(4):
+            ids = torch.tensor([3, 7, 7, 49, 0, step])
+            unique, inverse, counts = adam.distinct(ids)
+            assert torch.equal(unique, torch.unique(ids))
+            noise = torch.randn(6, 4, generator=torch.Generator().manual_seed(step))
+            grads = torch.zeros(len(unique), 4).index_add_(0, inverse, noise)
+            adam.step(unique, grads, unique=True, decay=counts.float() * 0.1)
+        weights.append(weight)
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_kernel_and_python_training_give_the_same_model(ml100k, similarity, monkeypatch) -> None:
+    config = _config(epochs=2, num_negatives=3, similarity=similarity, eval_every=2)
+    fast, fast_model = fit(config, ml100k, progress=False)
+    monkeypatch.setenv("RECLOSS_KERNELS", "0")
+    slow, slow_model = fit(config, ml100k, progress=False)
+    assert torch.allclose(fast_model.weight, slow_model.weight, atol=1e-5)
+    assert fast["metrics"]["recall@20"] == pytest.approx(slow["metrics"]["recall@20"], abs=1e-3)
