@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+
 SIMILARITIES = ("dot", "cosine")
 
 
@@ -58,6 +60,15 @@ class MF(torch.nn.Module):
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """Similarity-ready item vectors (..., dim), differentiable."""
         return self.normalize(self.weight.index_select(0, items.reshape(-1) + self.n_users)).view(*items.shape, -1)
+
+    @torch.no_grad()
+    def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of items (B, K) for users (B,) -> (B, K), without grad (the ``dns`` sampler's scorer)."""
+        if self.similarity == "dot":
+            fast = kernels.pair_scores(self.weight.data, users, items[:, 0] + self.n_users, items + self.n_users)
+            if fast is not None:
+                return fast[1]
+        return (self.item_vectors(items) * self.user_vectors(users).unsqueeze(1)).sum(-1)
 
     @torch.no_grad()
     def scores(self, users: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ with the log sampling probabilities the sampled-softmax log-Q correction needs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 
 from .data import entry_rows
 
-KINDS = ("uniform", "uniform-exclude", "popularity", "in-batch")
+KINDS = ("uniform", "uniform-exclude", "popularity", "in-batch", "dns")
 
 
 @dataclass
@@ -52,24 +53,31 @@ class NegativeSampler:
         train: (n_users, n_items) CSR matrix of training interactions.
         kind: ``uniform`` over all items (positives may be drawn, the SimpleX/BARS setting); ``uniform-exclude``
             over the items the user has not interacted with (rejection sampling, per row only); ``popularity``
-            proportional to count**alpha; ``in-batch``: the other rows' positives (popularity-distributed).
+            proportional to count**alpha; ``in-batch``: the other rows' positives (popularity-distributed);
+            ``dns``: dynamic negative sampling (Zhang et al., SIGIR 2013): each negative is the highest-scored of
+            ``candidates`` uniform draws under the model being trained (chapter 04_hardness: the hard negatives are
+            the ones with gradient), per row only.
         num_negatives: N, negatives per positive (ignored for ``in-batch``).
         shared: one set of N negatives for the whole batch instead of N per row.
         alpha: popularity exponent (0 = uniform, 1 = proportional to popularity; word2vec uses 0.75).
+        candidates: uniform draws per negative that ``dns`` picks the hardest from (1 = plain uniform).
     """
 
     def __init__(self, train: sp.csr_matrix, kind: str = "uniform", num_negatives: int = 1,
-                 shared: bool = False, alpha: float = 0.75) -> None:
+                 shared: bool = False, alpha: float = 0.75, candidates: int = 4) -> None:
         if kind not in KINDS:
             raise ValueError(f"sampler={kind!r}: allowed values are {KINDS}")
         if num_negatives < 1:
             raise ValueError(f"num_negatives={num_negatives}: must be >= 1")
-        if kind == "uniform-exclude" and shared:
-            raise ValueError("sampler='uniform-exclude' excludes each user's own items, so it needs per-row "
+        if kind in ("uniform-exclude", "dns") and shared:
+            raise ValueError(f"sampler={kind!r} picks each row's negatives for its own user, so it needs per-row "
                              "negatives: use shared=False (or sampler='uniform' with shared negatives)")
+        if candidates < 1:
+            raise ValueError(f"candidates={candidates}: must be >= 1")
         if not 0.0 <= alpha <= 2.0:
             raise ValueError(f"alpha={alpha}: allowed range is [0, 2]")
         self.kind, self.num_negatives, self.shared, self.alpha = kind, num_negatives, shared, alpha
+        self.candidates = candidates
         self.n_users, self.n_items = train.shape
         counts = np.asarray(train.sum(axis=0), dtype=np.float64).ravel()
         if kind in ("popularity", "in-batch"):
@@ -99,10 +107,21 @@ class NegativeSampler:
         position = torch.searchsorted(self.interaction_keys, keys).clamp_(max=len(self.interaction_keys) - 1)
         return self.interaction_keys[position] == keys
 
-    def sample(self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator) -> Negatives:
-        """Negatives for a batch: users (B,), pos_items (B,) -> :class:`Negatives`."""
+    def sample(self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator,
+               scorer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Negatives:
+        """Negatives for a batch: users (B,), pos_items (B,) -> :class:`Negatives`. ``dns`` needs ``scorer(users
+        (B,), items (B, K)) -> (B, K)``, the current model's scores (e.g. :meth:`recloss_lite.models.MF.pair_scores`).
+        """
         if self.kind == "in-batch":
             return Negatives(pos_items, pos_items, self.log_probabilities, shared=True, in_batch=True)
+        if self.kind == "dns":
+            if scorer is None:
+                raise ValueError("sampler='dns' picks the highest-scored candidates: pass scorer=model.pair_scores")
+            batch, n_neg, n_cand = len(users), self.num_negatives, self.candidates
+            candidates = self._draw((batch, n_neg * n_cand), generator)
+            hardest = scorer(users, candidates).view(batch, n_neg, n_cand).argmax(-1, keepdim=True)
+            items = candidates.view(batch, n_neg, n_cand).gather(2, hardest).squeeze(2)
+            return Negatives(items, pos_items, self.log_probabilities, shared=False)
         shape = (self.num_negatives,) if self.shared else (len(users), self.num_negatives)
         items = self._draw(shape, generator)
         if self.kind == "uniform-exclude":

@@ -38,9 +38,10 @@ RESUME_MAY_CHANGE = ("epochs", "max_seconds")  # --resume with a larger budget c
 class RowAdam:
     """Adam that updates only the rows a step touches ("lazy" Adam, as torch.optim.SparseAdam).
 
-    The moments of all rows live in one (n, 2, d) tensor. A training step calls :meth:`gather` once for every row
-    id of its batch: the distinct rows come back as one leaf tensor, so autograd sums the gradients of duplicate ids
-    itself, and :meth:`step` then updates exactly those rows.
+    The moments of all rows live in one (n, 2, d) tensor. A training step asks :meth:`distinct` for the distinct
+    rows among every row id of its batch, sums each row's gradients over its occurrences (autograd through one
+    leaf from :meth:`gather`, or the compiled backward of :mod:`recloss_lite.kernels`), and :meth:`step` then
+    updates exactly those rows, in one compiled pass where the kernels are available.
     """
 
     def __init__(self, weight: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -48,7 +49,7 @@ class RowAdam:
         self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
         self.moments = torch.zeros(weight.shape[0], 2, weight.shape[1], dtype=weight.dtype, device=weight.device)
         self.steps = 0
-        # Scratch for gather(): a mark and a position per row; distinct ids by marking, not sorting (2x faster).
+        # Scratch for distinct(): a mark and a position per row; distinct ids by marking, not sorting (2x faster).
         self._marked = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)
         self._position = torch.zeros(weight.shape[0], dtype=torch.int64, device=weight.device)
 
@@ -115,6 +116,7 @@ class TrainConfig:
     num_negatives: int = 1
     shared_negatives: bool = False
     pop_alpha: float = 0.75
+    candidates: int = 4
     batch_size: int = 2048
     lr: float = 1e-3
     l2: float = 1e-4
@@ -138,7 +140,7 @@ class TrainConfig:
             ("epochs", self.epochs >= 1, ">= 1"), ("eval_every", self.eval_every >= 1, ">= 1"),
             ("patience", self.patience >= 1, ">= 1"), ("valid_fraction", 0 < self.valid_fraction < 1, "in (0, 1)"),
             ("ks", len(self.ks) > 0 and min(self.ks) >= 1, "non-empty, each >= 1"),
-            ("init_std", self.init_std > 0, "> 0"),
+            ("init_std", self.init_std > 0, "> 0"), ("candidates", self.candidates >= 1, ">= 1"),
             ("max_seconds", self.max_seconds is None or self.max_seconds > 0, "> 0 or None"),
         ]
         for name, ok, allowed in checks:
@@ -148,6 +150,9 @@ class TrainConfig:
             raise ValueError(f"model={self.model!r}: allowed values are {MODELS}")
         if self.sampler not in KINDS:
             raise ValueError(f"sampler={self.sampler!r}: allowed values are {KINDS}")
+        if self.sampler == "dns" and losses.make(self.loss, **self.loss_params).name == "softmax":
+            raise ValueError("sampler='dns' has no closed-form sampling probability, which the softmax loss's log-Q "
+                             "correction needs: use sampler='uniform' or 'popularity' with loss='softmax'")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device={self.device!r}: allowed values are cpu, cuda, cuda:N")
         losses.make(self.loss, **self.loss_params)  # fail now, with the loss module's message, not mid-run
@@ -213,6 +218,10 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
     total, count = 0.0, 0
     wants_log_q = loss_fn.name == "softmax"
     device = model.weight.device
+
+    def scorer(batch_users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return model.pair_scores(batch_users.to(device), candidates.to(device)).cpu()
+
     batches = range(0, len(order), config.batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -221,7 +230,7 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
         batch_users, batch_items = users[start:start + config.batch_size], items[start:start + config.batch_size]
         if len(batch_users) < 2:
             continue
-        negatives = sampler.sample(batch_users, batch_items, generator)
+        negatives = sampler.sample(batch_users, batch_items, generator, scorer=scorer)
         size = len(batch_users)
         parts = [batch_users, batch_items + model.n_users]
         if not negatives.in_batch:
@@ -295,7 +304,7 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
     optimizer = RowAdam(model.weight, config.lr)
     loss_fn = losses.make(config.loss, **config.loss_params)
     sampler = NegativeSampler(fit_train, config.sampler, config.num_negatives, config.shared_negatives,
-                              config.pop_alpha)
+                              config.pop_alpha, config.candidates)
     key = f"recall@{config.ks[0]}"
     # The commit is taken when the run starts (and kept through --resume): the code that trained is the code named.
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid": -1.0, "best_weight": None,

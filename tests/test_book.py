@@ -200,6 +200,7 @@ def _check_hardness(values: dict) -> None:
     assert values["sympy_verified"] == values["sympy_statements"]
     assert values["largest_gradient_error"] < 1e-10 and values["largest_balance_error"] < 1e-10
     assert values["hardness_ratio_infonce"] > 100 * values["hardness_ratio_bpr"] > 100
+    assert values["dns_weight_m16"] > 2 * values["dns_weight_uniform"]  # DNS hands BPR negatives with gradient
 
 
 def _check_debiasing(values: dict) -> None:

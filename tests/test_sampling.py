@@ -74,7 +74,42 @@ def test_same_generator_seed_same_draws() -> None:
     ({"num_negatives": 0}, "num_negatives=0"),
     ({"kind": "uniform-exclude", "shared": True}, "per-row"),
     ({"kind": "popularity", "alpha": 3.0}, "alpha=3.0"),
+    ({"kind": "dns", "shared": True}, "sampler='dns' picks each row's negatives"),
+    ({"kind": "dns", "candidates": 0}, "candidates=0"),
 ])
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         NegativeSampler(TRAIN, **kwargs)
+
+
+def test_dns_keeps_the_highest_scored_of_its_candidates() -> None:
+    # A scorer that prefers high item ids: every kept negative is the largest of its group of draws.
+    sampler = NegativeSampler(TRAIN, "dns", num_negatives=3, candidates=5)
+    users, items = torch.tensor([0, 1, 3, 2]), torch.tensor([0, 2, 4, 0])
+    seen = {}
+
+    def scorer(batch_users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        assert torch.equal(batch_users, users) and candidates.shape == (4, 15)
+        seen["candidates"] = candidates
+        return candidates.float()
+
+    negatives = sampler.sample(users, items, torch.Generator().manual_seed(0), scorer=scorer)
+    expected = seen["candidates"].view(4, 3, 5).max(-1).values
+    assert negatives.items.shape == (4, 3) and torch.equal(negatives.items, expected)
+    with pytest.raises(ValueError, match="pass scorer=model.pair_scores"):
+        sampler.sample(users, items, torch.Generator())
+
+
+def test_dns_draws_harder_negatives_than_uniform(ml100k) -> None:
+    # The best of 8 uniform draws lies above the median uniform score with probability 1 - 0.5**8 = 0.996.
+    from recloss_lite.train import TrainConfig, fit
+
+    _, model = fit(TrainConfig(dataset="ml-100k", loss="bpr", epochs=2, batch_size=1024), ml100k, progress=False)
+    users = torch.arange(200)
+    items = torch.zeros(200, dtype=torch.int64)
+    generator = torch.Generator().manual_seed(1)
+    hard = NegativeSampler(ml100k.train, "dns", num_negatives=8, candidates=8).sample(
+        users, items, generator, scorer=model.pair_scores).items
+    easy = NegativeSampler(ml100k.train, "uniform", num_negatives=8).sample(users, items, generator).items
+    above = model.pair_scores(users, hard) > model.pair_scores(users, easy).median()
+    assert above.float().mean() > 0.97

@@ -186,3 +186,16 @@ def test_kernel_and_python_training_give_the_same_model(ml100k, similarity, monk
     slow, slow_model = fit(config, ml100k, progress=False)
     assert torch.allclose(fast_model.weight, slow_model.weight, atol=1e-5)
     assert fast["metrics"]["recall@20"] == pytest.approx(slow["metrics"]["recall@20"], abs=1e-3)
+
+
+def test_dns_with_softmax_is_refused() -> None:
+    with pytest.raises(ValueError, match="log-Q correction"):
+        TrainConfig(loss="softmax", sampler="dns")
+
+
+def test_pair_scores_same_with_and_without_kernels(ml100k, monkeypatch) -> None:
+    _, model = fit(_config(epochs=1), ml100k, progress=False)
+    users, items = torch.arange(50), torch.randint(0, ml100k.n_items, (50, 7))
+    fast = model.pair_scores(users, items)
+    monkeypatch.setenv("RECLOSS_KERNELS", "0")
+    assert torch.allclose(fast, model.pair_scores(users, items), atol=1e-5)
