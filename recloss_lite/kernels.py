@@ -1,13 +1,13 @@
 """Small compiled kernels for the trainer's hot loop: dot-product scores of a batch straight from the embedding
 table, their backward, and the lazy Adam update of the rows a batch touches.
 
-PyTorch does the row update of :class:`recloss_lite.train.RowAdam` in about ten passes (gather the moments, five
-elementwise operations, scatter the moments and the rows back), each a separate walk over rows scattered through
-tables of tens of megabytes. The C function below does it in one pass per row. It is compiled on first use with the
-system's C compiler into a per-user cache and loaded with :mod:`ctypes`; where no compiler is found, or with
-``RECLOSS_KERNELS=0`` in the environment, :func:`row_adam` returns ``False`` and the caller runs the PyTorch version,
-which gives the same numbers (``tests/test_train.py`` checks the two against each other and against torch's Adam).
-``recloss-lite bench`` prints which one ran.
+PyTorch does each of these in several passes (gathers, elementwise operations, scatters), each a separate walk over
+rows scattered through tables of tens of megabytes; the C functions below make one pass per row. They are compiled
+on first use with the system's C compiler into a per-user cache and loaded with :mod:`ctypes`. Where no compiler
+is found, or with ``RECLOSS_KERNELS=0`` in the environment, :func:`row_adam` returns ``False`` and
+:func:`pair_scores` ``None``, and the caller runs the PyTorch version, which gives the same numbers
+(``tests/test_train.py`` checks the two against each other and against torch's Adam). ``recloss-lite bench``
+prints which one ran.
 """
 
 from __future__ import annotations
@@ -175,9 +175,12 @@ def library() -> ctypes.CDLL | None:
     return _library
 
 
-def _fits(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.is_contiguous() and t.dtype in (torch.float32, torch.int64)
-               for t in tensors)
+def _applies(floats: list[torch.Tensor], ints: list[torch.Tensor]) -> bool:
+    """Whether the kernels can take these tensors: built, and all on the CPU, contiguous, float32 / int64."""
+    def ready(tensors: list[torch.Tensor], dtype: torch.dtype) -> bool:
+        return all(t.device.type == "cpu" and t.is_contiguous() and t.dtype == dtype for t in tensors)
+
+    return library() is not None and ready(floats, torch.float32) and ready(ints, torch.int64)
 
 
 def row_adam(weight: torch.Tensor, moments: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor,
@@ -186,17 +189,15 @@ def row_adam(weight: torch.Tensor, moments: torch.Tensor, ids: torch.Tensor, gra
     with ``grads`` (len(ids), d) plus, where ``decay`` (len(ids),) is given, the L2 gradient ``decay[r] * w``.
     Returns ``False``, touching nothing, where the kernel does not apply (another device or dtype, no compiler,
     ``RECLOSS_KERNELS=0``): the caller then does the step itself."""
-    kernel = library()
-    tensors = [weight, moments, ids, grads] + ([] if decay is None else [decay])
-    if kernel is None or not _fits(*tensors) or weight.dtype != torch.float32 or ids.dtype != torch.int64:
+    if not _applies([weight, moments, grads] + ([] if decay is None else [decay]), [ids]):
         return False
     n, d = weight.shape
     if grads.shape != (len(ids), d) or moments.shape != (n, 2, d) or (decay is not None and decay.shape != ids.shape):
         raise ValueError(f"row_adam: grads {tuple(grads.shape)} must be (len(ids)={len(ids)}, d={d}), moments "
                          f"{tuple(moments.shape)} must be (n, 2, d) for weight {tuple(weight.shape)}, and decay "
                          f"{None if decay is None else tuple(decay.shape)} one value per id")
-    kernel.row_adam(weight.data_ptr(), moments.data_ptr(), ids.data_ptr(), grads.data_ptr(),
-                    None if decay is None else decay.data_ptr(), len(ids), d, beta1, beta2, eps, step_size)
+    library().row_adam(weight.data_ptr(), moments.data_ptr(), ids.data_ptr(), grads.data_ptr(),
+                       None if decay is None else decay.data_ptr(), len(ids), d, beta1, beta2, eps, step_size)
     return True
 
 
@@ -205,7 +206,7 @@ def pair_scores(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
     """Dot-product scores pos (B,) = <w_users, w_items> and neg (B, N) = <w_users, w_negatives> read straight from
     ``weight`` (n, d) by row ids users (B,), items (B,), negatives (B, N); plain tensors, without autograd (the
     gradient comes from :func:`pair_scores_backward`). ``None`` where the kernel does not apply."""
-    if library() is None or weight.dtype != torch.float32 or not _fits(weight, users, items, negatives):
+    if not _applies([weight], [users, items, negatives]):
         return None
     batch, n_neg = negatives.shape
     if users.shape != (batch,) or items.shape != (batch,):

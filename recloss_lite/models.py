@@ -64,7 +64,7 @@ class MF(torch.nn.Module):
     @torch.no_grad()
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of items (B, K) for users (B,) -> (B, K), without grad (the ``dns`` sampler's scorer)."""
-        if self.similarity == "dot":
+        if self.similarity == "dot":  # the kernel also scores a positive per row: items[:, 0] stands in for it
             fast = kernels.pair_scores(self.weight.data, users, items[:, 0] + self.n_users, items + self.n_users)
             if fast is not None:
                 return fast[1]

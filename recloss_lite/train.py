@@ -75,7 +75,7 @@ class RowAdam:
         (K,), with distinct ids only, adds the L2 gradient ``decay[r] * w_r`` to row r's gradient."""
         self.steps += 1
         if not unique:
-            ids, inverse = torch.unique(ids, return_inverse=True)
+            ids, inverse, _ = self.distinct(ids)
             grads = torch.zeros(len(ids), grads.shape[1], dtype=grads.dtype, device=grads.device).index_add_(
                 0, inverse, grads)
         beta1, beta2 = self.betas
@@ -250,12 +250,13 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
         # is differentiated by autograd and every row gets the sum of its occurrences' gradients.
         scores = None
         if model.similarity == "dot" and not negatives.shared and not negatives.in_batch:
-            scores = kernels.pair_scores(model.weight.data, parts[0], parts[1], parts[2].view(size, -1))
+            rows = (model.weight.data, parts[0], parts[1], parts[2].view(size, -1))
+            scores = kernels.pair_scores(*rows)
         if scores is not None:
             pos, neg = (part.requires_grad_(True) for part in scores)
             loss = loss_fn(pos, neg, **extra)
-            grad = kernels.pair_scores_backward(model.weight.data, parts[0], parts[1], parts[2].view(size, -1),
-                                                *torch.autograd.grad(loss, (pos, neg)), inverse, len(unique_ids))
+            grad = kernels.pair_scores_backward(*rows, *torch.autograd.grad(loss, (pos, neg)), inverse,
+                                                len(unique_ids))
         else:
             rows = optimizer.gather(unique_ids)
             vectors = model.normalize(rows)
