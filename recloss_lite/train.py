@@ -94,11 +94,12 @@ class RowAdam:
         self.weight.data.index_add_(0, ids, update, alpha=-step_size)
 
     def state_dict(self) -> dict:
-        return {"moments": self.moments, "steps": self.steps}
+        return {"moments": self.moments, "steps": self.steps, "lr": self.lr}
 
     def load_state_dict(self, state: dict) -> None:
         self.moments.copy_(state["moments"])
         self.steps = int(state["steps"])
+        self.lr = float(state.get("lr", self.lr))
 
 
 @dataclass
@@ -119,6 +120,7 @@ class TrainConfig:
     candidates: int = 4
     batch_size: int = 2048
     lr: float = 1e-3
+    lr_decay: float = 1.0
     l2: float = 1e-4
     epochs: int = 100
     eval_every: int = 1
@@ -137,6 +139,7 @@ class TrainConfig:
         checks = [
             ("dim", self.dim >= 1, ">= 1"), ("num_negatives", self.num_negatives >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 2, ">= 2"), ("lr", self.lr > 0, "> 0"), ("l2", self.l2 >= 0, ">= 0"),
+            ("lr_decay", 0 < self.lr_decay <= 1, "in (0, 1]"),
             ("epochs", self.epochs >= 1, ">= 1"), ("eval_every", self.eval_every >= 1, ">= 1"),
             ("patience", self.patience >= 1, ">= 1"), ("valid_fraction", 0 < self.valid_fraction < 1, "in (0, 1)"),
             ("ks", len(self.ks) > 0 and min(self.ks) >= 1, "non-empty, each >= 1"),
@@ -347,6 +350,7 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
                              best_weight=model.weight.detach().clone())
             else:
                 state["stale"] += 1
+                optimizer.lr *= config.lr_decay  # reduce on plateau: each evaluation without a new best
         state["seconds"] += time.perf_counter() - epoch_start
         entry["seconds"] = time.perf_counter() - epoch_start
         state["history"].append(entry)

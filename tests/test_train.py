@@ -75,6 +75,18 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(ml100k, tmp_pa
     assert saved["metrics"] == resumed["metrics"]
 
 
+def test_lr_decay_halves_the_rate_at_each_evaluation_without_a_new_best(ml100k, tmp_path) -> None:
+    config = _config(epochs=8, lr=0.05, lr_decay=0.5, patience=10)  # lr 0.05 overshoots: some epochs get worse
+    result, _ = fit(config, ml100k, out_dir=tmp_path, progress=False)
+    recalls = [entry["valid"]["recall@20"] for entry in result["history"]]
+    stale = sum(value <= max(recalls[:i], default=-1.0) for i, value in enumerate(recalls))
+    assert stale >= 1, recalls
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert saved["optimizer"]["lr"] == pytest.approx(0.05 * 0.5 ** stale)
+    constant, _ = fit(_config(epochs=8, lr=0.05, patience=10), ml100k, progress=False)
+    assert constant["history"][-1]["loss"] != result["history"][-1]["loss"]
+
+
 def test_resume_refuses_a_different_configuration(ml100k, tmp_path) -> None:
     fit(_config(epochs=1), ml100k, out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"configuration differs from this run's in \['lr'\]"):
@@ -110,7 +122,7 @@ def test_samplers_train(ml100k, sampler) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"lr": 0.0}, "lr=0.0"), ({"valid_fraction": 1.0}, "valid_fraction=1.0"),
+    ({"lr": 0.0}, "lr=0.0"), ({"lr_decay": 1.5}, "lr_decay=1.5"), ({"valid_fraction": 1.0}, "valid_fraction=1.0"),
     ({"sampler": "hard"}, "sampler='hard'"), ({"loss": "hinge"}, "unknown loss 'hinge'"),
     ({"loss": "mine+", "loss_params": {"lam": -1.0}}, "lam"), ({"device": "tpu"}, "device='tpu'"),
 ])
