@@ -22,8 +22,7 @@ import torch
 
 from . import data, hdccf, kernels, linear, losses, metrics
 from .models import MF
-from .sampling import NegativeSampler
-from .train import RowAdam, TrainConfig, epoch_generator, interaction_pairs, train_epoch
+from .train import RowAdam, TrainConfig, config_sampler, epoch_generator, interaction_pairs, train_epoch
 
 
 def _median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -42,8 +41,7 @@ def epoch_seconds(dataset: data.Dataset, config: TrainConfig, repeats: int = 3) 
     model = MF(dataset.n_users, dataset.n_items, config.dim, config.similarity, seed=config.seed).to(config.device)
     optimizer = RowAdam(model.weight, config.lr)
     loss_fn = losses.make(config.loss, **config.loss_params)
-    sampler = NegativeSampler(dataset.train, config.sampler, config.num_negatives, config.shared_negatives,
-                              config.pop_alpha, config.candidates)
+    sampler = config_sampler(dataset.train, config)
     counter = iter(range(1, 10_000))
     return _median_seconds(lambda: train_epoch(model, optimizer, loss_fn, sampler, users, items, config,
                                                epoch_generator(config.seed, next(counter))), repeats)

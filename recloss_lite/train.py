@@ -153,12 +153,12 @@ class TrainConfig:
             raise ValueError(f"model={self.model!r}: allowed values are {MODELS}")
         if self.sampler not in KINDS:
             raise ValueError(f"sampler={self.sampler!r}: allowed values are {KINDS}")
-        if self.sampler == "dns" and losses.make(self.loss, **self.loss_params).name == "softmax":
+        loss = losses.make(self.loss, **self.loss_params)  # fails now, with the loss module's message, not mid-run
+        if self.sampler == "dns" and loss.name == "softmax":
             raise ValueError("sampler='dns' has no closed-form sampling probability, which the softmax loss's log-Q "
                              "correction needs: use sampler='uniform' or 'popularity' with loss='softmax'")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device={self.device!r}: allowed values are cpu, cuda, cuda:N")
-        losses.make(self.loss, **self.loss_params)  # fail now, with the loss module's message, not mid-run
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,6 +207,12 @@ def interaction_pairs(matrix: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor
     return torch.from_numpy(users), torch.from_numpy(matrix.indices.astype(np.int64))
 
 
+def config_sampler(train: sp.csr_matrix, config: TrainConfig) -> NegativeSampler:
+    """The negative sampler ``config`` asks for, over the training matrix ``train``."""
+    return NegativeSampler(train, config.sampler, config.num_negatives, config.shared_negatives, config.pop_alpha,
+                           config.candidates)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The random stream of one epoch, a function of (seed, epoch) only: resuming reproduces it exactly."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -253,12 +259,12 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
         # is differentiated by autograd and every row gets the sum of its occurrences' gradients.
         scores = None
         if model.similarity == "dot" and not negatives.shared and not negatives.in_batch:
-            rows = (model.weight.data, parts[0], parts[1], parts[2].view(size, -1))
-            scores = kernels.pair_scores(*rows)
+            kernel_args = (model.weight.data, parts[0], parts[1], parts[2].view(size, -1))
+            scores = kernels.pair_scores(*kernel_args)
         if scores is not None:
             pos, neg = (part.requires_grad_(True) for part in scores)
             loss = loss_fn(pos, neg, **extra)
-            grad = kernels.pair_scores_backward(*rows, *torch.autograd.grad(loss, (pos, neg)), inverse,
+            grad = kernels.pair_scores_backward(*kernel_args, *torch.autograd.grad(loss, (pos, neg)), inverse,
                                                 len(unique_ids))
         else:
             rows = optimizer.gather(unique_ids)
@@ -307,8 +313,7 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
                config.seed).to(device)
     optimizer = RowAdam(model.weight, config.lr)
     loss_fn = losses.make(config.loss, **config.loss_params)
-    sampler = NegativeSampler(fit_train, config.sampler, config.num_negatives, config.shared_negatives,
-                              config.pop_alpha, config.candidates)
+    sampler = config_sampler(fit_train, config)
     key = f"recall@{config.ks[0]}"
     # The commit is taken when the run starts (and kept through --resume): the code that trained is the code named.
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_valid": -1.0, "best_weight": None,
