@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from recloss_lite import data
+from recloss_lite.core import data
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -149,7 +149,7 @@ def test_page_images_exist(build, chapter):
 def test_widgets_show_their_initial_figure(build, chapter):
     """A widget's initial figure must be visible without the widget JavaScript (offline, or no kernel).
 
-    The panels of ``recloss_lite.widgets`` put it next to the widget view as ``image/png``; MyST-NB renders
+    The panels of ``recloss_lite.book.widgets`` put it next to the widget view as ``image/png``; MyST-NB renders
     the PNG when ``book/_config.yml`` ranks the widget view after it, e.g.
     ``nb_mime_priority_overrides: [["html", "application/vnd.jupyter.widget-view+json", 55]]``.
     """

@@ -1,4 +1,4 @@
-"""Tests of recloss_lite.data: parsing, errors, the registry's search and download, splits and statistics."""
+"""Tests of recloss_lite.core.data: parsing, errors, the registry's search and download, splits and statistics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recloss_lite import data
+from recloss_lite.core import data
 
 # shared/data sits beside the repository: <repo>/../shared/data.
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recloss_lite import ablations, data, hdccf, losses, metrics
+from recloss_lite.core import data, hdccf, losses, metrics
+from recloss_lite.experiments import ablations
 
 TAU = 0.5
 
@@ -287,7 +288,7 @@ def test_relation_queries_match_the_dense_table(kind, monkeypatch):
 
 
 def test_bench_hdccf_step(ml100k):
-    from recloss_lite import benchmark
+    from recloss_lite.experiments import benchmark
 
     torch.set_num_threads(1)
     seconds = benchmark.hdccf_batch_seconds(ml100k, modulation=False, batches=3, batch_size=64)

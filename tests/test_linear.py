@@ -1,4 +1,4 @@
-"""Tests of recloss_lite.linear: EASE's closed form, iALS's solvers and the debiased-MSE re-parameterisation.
+"""Tests of recloss_lite.core.linear: EASE's closed form, iALS's solvers and the debiased-MSE re-parameterisation.
 
 References are brute force in float64 numpy: EASE from its per-item constrained ridge regressions, iALS rows
 from their dense weighted normal equations, the debiased objective from the loss formula entry by entry.
@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recloss_lite import linear
+from recloss_lite.core import linear
 
 
 def random_binary(n_users: int, n_items: int, density: float, seed: int) -> np.ndarray:
@@ -230,7 +230,7 @@ def test_debiased_weights_identities() -> None:
 
 @pytest.mark.slow
 def test_linear_models_beat_popularity_on_ml100k() -> None:
-    from recloss_lite import data, metrics
+    from recloss_lite.core import data, metrics
 
     ds = data.load("ml-100k")
     popularity = torch.from_numpy(np.asarray(ds.train.sum(axis=0), dtype=np.float32).ravel())

@@ -1,4 +1,4 @@
-"""Tests of recloss_lite.losses against naive float64 formulas of shared/spec/losses.md, its identities,
+"""Tests of recloss_lite.core.losses against naive float64 formulas of shared/spec/losses.md, its identities,
 autograd, extreme scores, bad input and the Monte-Carlo unbiasedness of the debiased estimator."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recloss_lite import losses
+from recloss_lite.core import losses
 
 torch.set_num_threads(1)
 

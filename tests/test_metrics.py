@@ -1,4 +1,4 @@
-"""Tests of recloss_lite.metrics: hand-computed cases, a brute-force reference, batching and errors."""
+"""Tests of recloss_lite.core.metrics: hand-computed cases, a brute-force reference, batching and errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recloss_lite import metrics
+from recloss_lite.core import metrics
 
 
 def csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from recloss_lite import cli, live_widgets, losses, reproduce, results, training_plots
+from recloss_lite.book import live_widgets, training_plots
+from recloss_lite.core import losses
+from recloss_lite.experiments import cli, reproduce, results
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recloss_lite.sampling import NegativeSampler
+from recloss_lite.core.sampling import NegativeSampler
 
 
 def _matrix(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
@@ -102,7 +102,7 @@ def test_dns_keeps_the_highest_scored_of_its_candidates() -> None:
 
 def test_dns_draws_harder_negatives_than_uniform(ml100k) -> None:
     # The best of 8 uniform draws lies above the median uniform score with probability 1 - 0.5**8 = 0.996.
-    from recloss_lite.train import TrainConfig, fit
+    from recloss_lite.core.training import TrainConfig, fit
 
     _, model = fit(TrainConfig(dataset="ml-100k", loss="bpr", epochs=2, batch_size=1024), ml100k, progress=False)
     users = torch.arange(200)

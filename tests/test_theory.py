@@ -10,7 +10,8 @@ import pytest
 import sympy as sp
 import torch
 
-from recloss_lite import losses, theory
+from recloss_lite.book import theory
+from recloss_lite.core import losses
 
 CLAIMS = theory.claims()
 # What sympy actually returns for each claim's steps (None would be asserted here as None, never as True).

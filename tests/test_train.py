@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from recloss_lite import cli, kernels, losses, train
-from recloss_lite.train import RowAdam, TrainConfig, fit
+from recloss_lite.core import kernels, losses, training
+from recloss_lite.core.training import RowAdam, TrainConfig, fit
+from recloss_lite.experiments import cli
 
 
 def test_row_adam_matches_torch_adam_when_every_row_is_touched() -> None:
@@ -52,7 +53,7 @@ def test_same_seed_same_numbers(ml100k) -> None:
 def test_resume_after_interruption_gives_the_uninterrupted_result(ml100k, tmp_path, monkeypatch) -> None:
     config = _config(epochs=4)
     reference, _ = fit(config, ml100k, progress=False)
-    real_epoch, calls = train.train_epoch, {"n": 0}
+    real_epoch, calls = training.train_epoch, {"n": 0}
 
     def interrupted_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -60,12 +61,12 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(ml100k, tmp_pa
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C during epoch 3
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_epoch", interrupted_epoch)
+    monkeypatch.setattr(training, "train_epoch", interrupted_epoch)
     with pytest.raises(KeyboardInterrupt):
         fit(config, ml100k, out_dir=tmp_path, progress=False)
     assert not (tmp_path / "result.json").exists()
     assert (tmp_path / "checkpoint.pt").exists()
-    monkeypatch.setattr(train, "train_epoch", real_epoch)
+    monkeypatch.setattr(training, "train_epoch", real_epoch)
     resumed, _ = fit(config, ml100k, out_dir=tmp_path, resume=True, progress=False)
     assert resumed["metrics"] == reference["metrics"]
     assert [e["loss"] for e in resumed["history"]] == [e["loss"] for e in reference["history"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recloss_lite import widgets
+from recloss_lite.book import widgets
 
 pytest.importorskip("ipywidgets")
 

@@ -2,7 +2,7 @@
 
 Data functions return numpy arrays or plain dicts; figure functions return matplotlib Figures (never
 ``plt.show()``). Used by chapters 07_training, 08_score_distributions, 09_sensitivity and
-:mod:`recloss_lite.live_widgets`.
+:mod:`recloss_lite.book.live_widgets`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from . import data, metrics
+from ..core import data, metrics
 
 
 def _grid(count: int, cols: int, width: float = 3.4, height: float = 2.6) -> tuple[Figure, np.ndarray]:

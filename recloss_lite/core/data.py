@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 """The development copy of the data sets, ``shared/data`` beside the repository (used when it exists)."""
 
 DATA_ENV = "RECLOSS_DATA"

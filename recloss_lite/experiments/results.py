@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from .train import REPO_ROOT, write_json_atomic
+from ..core.training import REPO_ROOT, write_json_atomic
 
 RESULTS_DIR = REPO_ROOT / "book" / "results"
 FIELDS = ("dataset", "model", "loss", "params", "metrics", "best_epoch", "epochs", "seconds", "command", "commit",
@@ -37,7 +37,7 @@ def _published(label: str, model: str, loss: str | None, source: str,
 
 
 # Reference results of spec/losses.md: full ranking, LightGCN splits, embedding size 64. ``model``/``loss`` name
-# the run of :mod:`recloss_lite.reproduce` that corresponds to the row (LightGCN and SimpleX have none).
+# the run of :mod:`recloss_lite.experiments.reproduce` that corresponds to the row (LightGCN and SimpleX have none).
 PUBLISHED: list[dict] = [
     *_published("MF-BPR", "mf", "bpr", _BARS, {
         "gowalla": (0.1627, 0.1378), "yelp2018": (0.0576, 0.0468), "amazon-book": (0.0338, 0.0261)}),

@@ -1,7 +1,7 @@
-"""The fit loop: MF trained with any loss of :mod:`recloss_lite.losses` (chapter 07_training).
+"""The fit loop: MF trained with any loss of :mod:`recloss_lite.core.losses` (chapter 07_training).
 
 One configuration dataclass, one loop. The loss is looked up by name; negatives come from
-:class:`recloss_lite.sampling.NegativeSampler`; embeddings are updated by a lazy row-wise Adam that touches only the
+:class:`~.sampling.NegativeSampler`; embeddings are updated by a lazy row-wise Adam that touches only the
 rows of the batch. Early stopping uses a validation split carved out of train (the test set never selects a model);
 each epoch is seeded from (seed, epoch), so a resumed run gives exactly the numbers of an uninterrupted one.
 """
@@ -30,7 +30,7 @@ from . import kernels, losses, metrics
 from .models import MF, batch_scores
 from .sampling import KINDS, NegativeSampler
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("mf", "ials", "ease", "hdccf")
 RESUME_MAY_CHANGE = ("epochs", "max_seconds")  # --resume with a larger budget continues a finished run
 
@@ -40,7 +40,7 @@ class RowAdam:
 
     The moments of all rows live in one (n, 2, d) tensor. A training step asks :meth:`distinct` for the distinct
     rows among every row id of its batch, sums each row's gradients over its occurrences (autograd through one
-    leaf from :meth:`gather`, or the compiled backward of :mod:`recloss_lite.kernels`), and :meth:`step` then
+    leaf from :meth:`gather`, or the compiled backward of :mod:`recloss_lite.core.kernels`), and :meth:`step` then
     updates exactly those rows, in one compiled pass where the kernels are available.
     """
 

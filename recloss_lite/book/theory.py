@@ -13,7 +13,7 @@ is derived from the loss formulas of ``shared/spec/losses.md``, not copied from 
 
 No torch here: the numeric references (:func:`infonce`, :func:`mine`, :func:`infonce_plus`, :func:`bpr`) are
 numpy float64 versions of the spec's formulas, used to check the claims; tests compare them with
-``recloss_lite.losses``.
+``recloss_lite.core.losses``.
 """
 
 from __future__ import annotations

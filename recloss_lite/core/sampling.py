@@ -110,7 +110,7 @@ class NegativeSampler:
     def sample(self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator,
                scorer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Negatives:
         """Negatives for a batch: users (B,), pos_items (B,) -> :class:`Negatives`. ``dns`` needs ``scorer(users
-        (B,), items (B, K)) -> (B, K)``, the current model's scores (e.g. :meth:`recloss_lite.models.MF.pair_scores`).
+        (B,), items (B, K)) -> (B, K)``, the current model's scores (e.g. :meth:`~.models.MF.pair_scores`).
         """
         if self.kind == "in-batch":
             return Negatives(pos_items, pos_items, self.log_probabilities, shared=True, in_batch=True)

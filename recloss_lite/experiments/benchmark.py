@@ -3,11 +3,11 @@
 * ``bpr_epoch_s``: one MF-BPR epoch over the whole training set (1 uniform negative per positive, batch 2048).
 * ``shared800_epoch_s``: one epoch with 800 negatives shared by each batch (InfoNCE, cosine, batch 2048).
 * ``eval_s``: full-ranking evaluation (Recall/NDCG@20) of every test user.
-* ``ials_iter_s``: one iALS iteration (users then items, 64 factors), when :mod:`recloss_lite.linear` provides it.
+* ``ials_iter_s``: one iALS iteration (users then items, 64 factors), when :mod:`recloss_lite.core.linear` provides it.
 * ``hdccf_batch_s`` / ``hdccf_modulated_batch_s``: one HDCCF training step (sampling with its masks, loss,
   backward, optimiser) at the CLI preset (M = 256, P = 2), without and with the modulated similarity.
 
-``kernels`` says whether the compiled kernels of :mod:`recloss_lite.kernels` ran (the default where a C compiler is
+``kernels`` says whether the compiled kernels of :mod:`recloss_lite.core.kernels` ran (the default where a C compiler is
 found) or the PyTorch fallback did. Each figure is the median of ``repeats`` timed runs after one warm-up; the
 machine's thread count is printed with them, because the targets (1.0 s, 15 s, 6 s on two cores) depend on it.
 """
@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 import torch
 
-from . import data, hdccf, kernels, linear, losses, metrics
-from .models import MF
-from .train import RowAdam, TrainConfig, config_sampler, epoch_generator, interaction_pairs, train_epoch
+from ..core import data, hdccf, kernels, linear, losses, metrics
+from ..core.models import MF
+from ..core.training import RowAdam, TrainConfig, config_sampler, epoch_generator, interaction_pairs, train_epoch
 
 
 def _median_seconds(run: Callable[[], object], repeats: int) -> float:

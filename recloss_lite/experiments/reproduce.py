@@ -1,7 +1,7 @@
 """The full-scale reproduction: the plan of every run for a data set, run with resume (chapter 07_training).
 
 ``recloss-lite reproduce --dataset gowalla`` trains MF (64 dims) with every loss of :data:`LOSSES` plus iALS and
-EASE, stores each finished run with :func:`recloss_lite.results.record_result` and skips runs whose result file
+EASE, stores each finished run with :func:`~.results.record_result` and skips runs whose result file
 exists; an interrupted MF run continues from its checkpoint in ``runs/reproduce/<dataset>/<model>-<loss>``.
 
 Settings (every choice in one place, :func:`plan`):
@@ -23,14 +23,14 @@ Settings (every choice in one place, :func:`plan`):
   default 0.1 overcorrects there: uniform negatives out of 41k items are false with probability about 0.001.
 * ``mse`` / ``debiased-mse`` on the published data sets: negative weight :data:`MSE_NEG_WEIGHT`, chosen by the same
   sweep (:data:`MSE_NEG_WEIGHT_SWEEP` against the default 1).
-* MF-``bpr``: the set-up of ``cli.PRESETS`` (dot product, one negative per positive by dynamic negative sampling,
+* MF-``bpr``: the set-up of ``presets.PRESETS`` (dot product, one negative per positive by dynamic negative sampling,
   the best-scored of 8 uniform draws).
 * Every MF run on a published data set stops after :data:`BUDGET_SECONDS` (20 minutes) of training and validation
   and keeps its best validation epoch.
 * EASE: BARS' l2 (80 Gowalla, 300 Yelp2018, 50 Amazon-Book), fitted on the full training matrix as BARS does.
 * iALS (64 factors, the number of sweeps chosen on validation): on the published data sets :data:`IALS_LARGE`
   (``linear.IALS``'s defaults, unobserved weight 0.01, plain l2 3); on ml-100k Rendle et al. 2021's form
-  (confidence 1, frequency-scaled l2 = 0.01, unobserved weight 0.1), which beat ``cli.LINEAR_PRESETS``' there.
+  (confidence 1, frequency-scaled l2 = 0.01, unobserved weight 0.1), which beat ``presets.LINEAR_PRESETS``' there.
 * HDCCF (paper 003, chapter 10_hdccf): the ``recloss-lite train --model hdccf`` preset (M = 256, P = 2, tau 0.5),
   the same 20-minute budget, evaluated by full ranking like every other row. On the published data sets without the
   modulated similarity (:data:`HDCCF_LARGE`): it costs O(d^2) per (user, item) pair, and one full-ranking pass over
@@ -50,8 +50,9 @@ from pathlib import Path
 
 import torch
 
-from . import ablations, cli, data, results
-from .train import TrainConfig, fit
+from ..core import data
+from ..core.training import TrainConfig, fit
+from . import ablations, presets, results
 
 LOSSES = ("bpr", "softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "debiased-infonce", "debiased-mine+",
           "mse", "debiased-mse", "ccl", "debiased-ccl")
@@ -138,7 +139,7 @@ def train_command(config: TrainConfig, out_dir: str | Path) -> str:
     """The ``recloss-lite train`` command line whose configuration (``cli.config_from_args``) equals ``config``:
     the options that differ from the loss's preset, the loss parameters, ``--out out_dir --resume --json``."""
     linear_model = config.model != "mf"
-    settings = dict(cli.LINEAR_PRESETS[config.model]) if linear_model else cli.preset(config.loss)
+    settings = dict(presets.LINEAR_PRESETS[config.model]) if linear_model else presets.preset(config.loss)
     baseline = TrainConfig(dataset=config.dataset, loss=config.loss, model=config.model, **settings)
     parts = ["recloss-lite", "train", "--dataset", config.dataset]
     parts += ["--model", config.model] if linear_model else ["--loss", config.loss]
@@ -167,7 +168,7 @@ def train_command(config: TrainConfig, out_dir: str | Path) -> str:
 
 def _mf_run(dataset: str, loss: str, device: str) -> Run:
     base = loss.removeprefix("debiased-")
-    settings = cli.preset(loss)
+    settings = presets.preset(loss)
     loss_params: dict[str, float] = {}
     if dataset in SIMPLEX:
         published = SIMPLEX[dataset]
@@ -206,8 +207,8 @@ def _mf_run(dataset: str, loss: str, device: str) -> Run:
 
 
 def _model_run(dataset: str, model: str, model_params: dict, note: str, device: str, **changes: object) -> Run:
-    """iALS, EASE or HDCCF: ``cli.LINEAR_PRESETS[model]`` with ``model_params`` merged in and ``changes`` applied."""
-    settings = {**cli.LINEAR_PRESETS[model], **changes}
+    """iALS, EASE or HDCCF: ``LINEAR_PRESETS[model]`` with ``model_params`` merged in and ``changes`` applied."""
+    settings = {**presets.LINEAR_PRESETS[model], **changes}
     settings["model_params"] = {**settings.get("model_params", {}), **model_params}
     return Run(dataset, model, None, note, TrainConfig(dataset=dataset, model=model, device=device, **settings))
 

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import data, losses, reproduce, training_plots
-from .train import fit
+from ..core import data, losses
+from ..core.training import fit
+from ..experiments import reproduce
+from . import training_plots
 from .widgets import FigureDisplay
 
 BASE_LOSSES = ("bpr", "softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "mse", "ccl")

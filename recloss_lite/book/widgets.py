@@ -1,4 +1,4 @@
-"""ipywidgets panels of chapters 02, 04 and 05: sliders that redraw a figure of :mod:`recloss_lite.plots`.
+"""ipywidgets panels of chapters 02, 04 and 05: sliders that redraw a figure of :mod:`recloss_lite.book.plots`.
 
 ipywidgets is imported lazily (inside the functions), so the library imports without it. Each panel is
 a :class:`Panel`: in JupyterLab moving a slider redraws the figure in the panel's Output widget; in the
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from recloss_lite import plots
+from recloss_lite.book import plots
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -180,7 +180,7 @@ def debiasing_panel(
 ) -> Panel:
     """Chapter 05_debiasing: the distribution of the biased, debiased and clamped estimates of E[phi(s-)]
     (``losses.debiasing_monte_carlo``) as the assumed tau+ and the true false-negative rate move."""
-    from recloss_lite import losses
+    from recloss_lite.core import losses
 
     controls = {
         "tau_plus": _slider("assumed τ⁺", tau_plus, 0.0, 0.5, 0.01),

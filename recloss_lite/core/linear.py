@@ -67,7 +67,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recloss_lite import data
+from recloss_lite.core import data
 
 SOLVERS = ("cg", "cholesky")
 MEMINFO = Path("/proc/meminfo")
@@ -390,7 +390,7 @@ class IALS:
 
 def bench_ials(dataset: str | data.Dataset, factors: int = 64, iterations: int = 3, solver: str = "cg",
                cg_steps: int = 3) -> dict[str, float | int | str]:
-    """Time iALS sweeps (users + items) on a data set: a name for :func:`recloss_lite.data.load` or a Dataset.
+    """Time iALS sweeps (users + items) on a data set: a name for :func:`recloss_lite.core.data.load` or a Dataset.
 
     Returns ``seconds_per_iteration`` (the median over ``iterations`` sweeps after the set-up),
     ``setup_seconds``, the sizes and torch's thread count; ``recloss-lite bench`` prints it (chapter

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import matplotlib.figure
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FIGURES = REPO_ROOT / "figures"
 FAST_ENV = "RECLOSS_FAST"
 RECORDS_ENV = "RECLOSS_RECORDS"

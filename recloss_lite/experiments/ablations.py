@@ -20,8 +20,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from . import data, hdccf, metrics, results
-from .train import git_commit, matrix_checksum
+from ..core import data, hdccf, metrics
+from ..core.training import git_commit, matrix_checksum
+from . import results
 
 DATASET = "ml-100k"
 ROOT = results.RESULTS_DIR / "hdccf-loo"

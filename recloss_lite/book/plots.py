@@ -3,7 +3,7 @@
 Every figure function returns a :class:`matplotlib.figure.Figure` built without pyplot (no global state;
 never ``plt.show()``, never ``matplotlib.use()``). A study is split in two: ``*_data(...)`` computes with the
 library (``losses``, ``theory``, ``sampling``) and returns plain numbers and arrays, which the chapter prints;
-the figure function draws them. The widgets of :mod:`recloss_lite.widgets` call the same pairs.
+the figure function draws them. The widgets of :mod:`recloss_lite.book.widgets` call the same pairs.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 from matplotlib.figure import Figure
 
-from recloss_lite import theory
-from recloss_lite.data import entry_rows
+from recloss_lite.book import theory
+from recloss_lite.core.data import entry_rows
 
 # Cosine-similarity scale: every score lies in [-1, 1] (the SimpleX / Li & Jin setting).
 SCORE_GRID = np.linspace(-1.0, 1.0, 201)
@@ -71,7 +71,7 @@ def loss_curve_data(**parameters: float) -> dict[str, dict[str, np.ndarray]]:
     :data:`SCORE_GRID`; ``vs_negative`` fixes s+ = 0.5 and varies the first negative. ``parameters`` go to
     :func:`loss_parameters`. Returns ``{name: {"score", "vs_positive", "vs_negative"}}``. Chapter 02_losses.
     """
-    from recloss_lite import losses
+    from recloss_lite.core import losses
 
     torch = _torch()
     grid = torch.from_numpy(SCORE_GRID)
@@ -133,7 +133,7 @@ def sampled_softmax_data(
     Returns the full loss, and for each estimate the mean and standard deviation over ``num_draws`` draws at
     every N. Chapter 02_losses.
     """
-    from recloss_lite import losses
+    from recloss_lite.core import losses
 
     torch = _torch()
     rng = np.random.default_rng(seed)
@@ -202,7 +202,7 @@ def sampled_softmax(data: dict[str, Any]) -> Figure:
 
 
 def claim_sides(claim: theory.Claim) -> Figure:
-    """Both sides of a :class:`~recloss_lite.theory.Claim` along its axis (N or the score gap); the region
+    """Both sides of a :class:`~recloss_lite.book.theory.Claim` along its axis (N or the score gap); the region
     between them is shaded.
 
     Chapter 03_bounds.
@@ -247,7 +247,7 @@ def gradient_parameters(
 def gradient_curve_data(**parameters: float) -> dict[str, dict[str, np.ndarray]]:
     """d loss / d s_1 as a function of s_1 (other negatives at :data:`NEGATIVE_SCORES`, s+ = 0.5), for each
     loss of :data:`GRADIENT_PANELS`, by ``losses.negative_gradients``. Chapter 04_hardness."""
-    from recloss_lite import losses
+    from recloss_lite.core import losses
 
     torch = _torch()
     neg = torch.from_numpy(np.tile(NEGATIVE_SCORES, (len(SCORE_GRID), 1)))
@@ -285,7 +285,7 @@ def gradient_curves(curves: dict[str, dict[str, np.ndarray]], title: str = "") -
 def temperature_data(taus: Sequence[float] = (0.05, 0.1, 0.2, 0.5, 1.0)) -> dict[str, Any]:
     """InfoNCE's weight on one negative, tau * d loss / d s_1 (the softmax probability of HDCCF eq. (3)),
     against its score, for several temperatures. Chapter 04_hardness."""
-    from recloss_lite import losses
+    from recloss_lite.core import losses
 
     torch = _torch()
     neg = torch.from_numpy(np.tile(NEGATIVE_SCORES, (len(SCORE_GRID), 1)))
@@ -321,7 +321,7 @@ def balance_data(lams: np.ndarray | None = None, tau: float = 0.1, eps: float = 
 
     Chapter 04_hardness.
     """
-    from recloss_lite import losses
+    from recloss_lite.core import losses
 
     torch = _torch()
     lams = np.linspace(0.5, 1.5, 41) if lams is None else np.asarray(lams, dtype=np.float64)
@@ -388,7 +388,7 @@ def false_negative_data(
     ``expected_uniform`` = (|train_u| + |test_u|) / n_items and ``expected_exclude`` = |test_u| / (n_items -
     |train_u|); plus their means over users.
     """
-    from recloss_lite.sampling import NegativeSampler
+    from recloss_lite.core.sampling import NegativeSampler
 
     torch = _torch()
     train, test = train.tocsr(), test.tocsr()
@@ -459,7 +459,7 @@ def debiasing_study(
     Returns the grid, the target, and for each estimator ('biased', 'debiased', 'debiased_clamped') its bias
     (mean - target), standard deviation and root mean squared error along the grid. Chapter 05_debiasing.
     """
-    from recloss_lite import losses
+    from recloss_lite.core import losses
 
     rows = [
         losses.debiasing_monte_carlo(tau_plus_true, float(t), loss=loss, **settings) for t in tau_plus_grid

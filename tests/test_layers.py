@@ -1,0 +1,48 @@
+"""The package's three layers import downwards only: core <- experiments <- book (see recloss_lite/__init__.py)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "recloss_lite"
+LAYERS = ("core", "experiments", "book")  # each may import the ones before it, never the ones after
+
+
+def _imported_layers(path: Path) -> set[str]:
+    """The layers a module imports, from its absolute and relative import statements (nested ones included)."""
+    layer_of_file = path.parent.name
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 1:
+                names = [f"recloss_lite.{layer_of_file}"]
+            elif node.level == 2:
+                names = [f"recloss_lite.{node.module or ''}"]
+            else:
+                names = [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "recloss_lite" and len(parts) > 1 and parts[1] in LAYERS:
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_layer_imports_only_downwards(layer: str) -> None:
+    allowed = set(LAYERS[: LAYERS.index(layer) + 1])
+    modules = sorted((PACKAGE / layer).glob("*.py"))
+    assert modules, f"no modules in {PACKAGE / layer}"
+    wrong = {module.name: sorted(_imported_layers(module) - allowed) for module in modules}
+    assert not {name: layers for name, layers in wrong.items() if layers}, wrong
+
+
+def test_every_module_lives_in_a_layer() -> None:
+    loose = sorted(path.name for path in PACKAGE.glob("*.py") if path.name != "__init__.py")
+    assert loose == [], f"modules outside core/, experiments/ and book/: {loose}"
