@@ -2,12 +2,17 @@
 table, their backward, and the lazy Adam update of the rows a batch touches.
 
 PyTorch does each of these in several passes (gathers, elementwise operations, scatters), each a separate walk over
-rows scattered through tables of tens of megabytes; the C functions below make one pass per row. They are compiled
-on first use with the system's C compiler into a per-user cache and loaded with :mod:`ctypes`. Where no compiler
-is found, or with ``RECLOSS_KERNELS=0`` in the environment, :func:`row_adam` returns ``False`` and
-:func:`pair_scores` ``None``, and the caller runs the PyTorch version, which gives the same numbers
-(``tests/test_train.py`` checks the two against each other and against torch's Adam). ``recloss-lite bench``
-prints which one ran.
+rows scattered through tables of tens of megabytes; the C functions of ``kernels.c`` (next to this file) make one
+pass per row. They are compiled on first use with the system's C compiler, warnings as errors, into a per-user cache
+and loaded with :mod:`ctypes`. Where no compiler is found or the build fails, where the table is not a contiguous
+float32 CPU tensor, or with ``RECLOSS_KERNELS=0`` in the environment, :func:`row_adam` returns ``False`` and
+:func:`pair_scores` / :func:`pair_scores_backward` ``None``, and the caller runs the PyTorch version, which gives the
+same numbers (``tests/test_kernels.py`` checks the two against each other and against autograd).
+``recloss-lite bench`` prints which one ran.
+
+Where a kernel applies, every other argument is checked before C sees a pointer, in O(number of ids) tensor
+operations: ids must be int64 CPU tensors within the rows they index (``IndexError`` otherwise, naming the argument,
+the value and the range), float arguments float32 on the CPU (``TypeError``), and shapes must agree (``ValueError``).
 """
 
 from __future__ import annotations
@@ -21,104 +26,15 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from importlib import resources
 from pathlib import Path
 
 import torch
 
-SOURCE = r"""
-#include <math.h>
-#include <stdint.h>
-
-/* The rows are scattered through a table of megabytes: ask for those of row b of the batch a few rows early. */
-static inline void prefetch_rows(const float *weight, int64_t d, const int64_t *users, const int64_t *items,
-                                 const int64_t *negatives, int64_t b, int64_t n_neg) {
-    for (int64_t line = 0; line < d; line += 16) {
-        __builtin_prefetch(weight + users[b] * d + line);
-        __builtin_prefetch(weight + items[b] * d + line);
-        for (int64_t k = 0; k < n_neg; k++) __builtin_prefetch(weight + negatives[b * n_neg + k] * d + line);
-    }
-}
-
-/* Scores of a batch straight from the table (no gathered copies): pos[b] = <w[users[b]], w[items[b]]> and
-   neg[b, j] = <w[users[b]], w[negatives[b, j]]>, with w the (n x d) table and N negatives per row. */
-void pair_scores(const float *restrict weight, int64_t d, const int64_t *restrict users,
-                 const int64_t *restrict items, const int64_t *restrict negatives, int64_t batch, int64_t n_neg,
-                 float *restrict pos, float *restrict neg) {
-    for (int64_t b = 0; b < batch; b++) {
-        if (b + 4 < batch) prefetch_rows(weight, d, users, items, negatives, b + 4, n_neg);
-        const float *restrict u = weight + users[b] * d;
-        const float *restrict p = weight + items[b] * d;
-        float total = 0.0f;
-        #pragma omp simd reduction(+:total)
-        for (int64_t j = 0; j < d; j++) total += u[j] * p[j];
-        pos[b] = total;
-        for (int64_t k = 0; k < n_neg; k++) {
-            const float *restrict q = weight + negatives[b * n_neg + k] * d;
-            total = 0.0f;
-            #pragma omp simd reduction(+:total)
-            for (int64_t j = 0; j < d; j++) total += u[j] * q[j];
-            neg[b * n_neg + k] = total;
-        }
-    }
-}
-
-/* The backward of pair_scores: given dL/dpos (batch) and dL/dneg (batch x N), add each occurrence's gradient to
-   grads[slot] (K x d, zeroed by the caller), where slot[...] maps the users, then the items, then the negatives
-   of the batch (in that order, batch * (2 + N) entries) to rows of grads. */
-void pair_scores_backward(const float *restrict weight, int64_t d, const int64_t *restrict users,
-                          const int64_t *restrict items, const int64_t *restrict negatives, int64_t batch,
-                          int64_t n_neg, const float *restrict grad_pos, const float *restrict grad_neg,
-                          const int64_t *restrict slot, float *restrict grads) {
-    for (int64_t b = 0; b < batch; b++) {
-        if (b + 4 < batch) prefetch_rows(weight, d, users, items, negatives, b + 4, n_neg);
-        const float *restrict u = weight + users[b] * d;
-        const float *restrict p = weight + items[b] * d;
-        float *restrict gu = grads + slot[b] * d;
-        float *restrict gp = grads + slot[batch + b] * d;
-        float g = grad_pos[b];
-        for (int64_t j = 0; j < d; j++) { gu[j] += g * p[j]; gp[j] += g * u[j]; }
-        for (int64_t k = 0; k < n_neg; k++) {
-            const float *restrict q = weight + negatives[b * n_neg + k] * d;
-            float *restrict gq = grads + slot[2 * batch + b * n_neg + k] * d;
-            g = grad_neg[b * n_neg + k];
-            for (int64_t j = 0; j < d; j++) { gu[j] += g * q[j]; gq[j] += g * u[j]; }
-        }
-    }
-}
-
-/* Adam on rows ids[0..k) of weight (n x d) with moments (n x 2 x d, first then second moment of each row);
-   grads (k x d) holds one summed gradient per row, and the ids are distinct. With decay (k) not NULL, the L2
-   term decay[r] * w is added to row r's gradient first. */
-void row_adam(float *restrict weight, float *restrict moments, const int64_t *restrict ids,
-              const float *restrict grads, const float *restrict decay, int64_t k, int64_t d, float beta1,
-              float beta2, float eps, float step_size) {
-    for (int64_t r = 0; r < k; r++) {
-        if (r + 4 < k) {  /* as in prefetch_rows: the row, its moments */
-            for (int64_t line = 0; line < d; line += 16) {
-                __builtin_prefetch(weight + ids[r + 4] * d + line, 1);
-                __builtin_prefetch(moments + ids[r + 4] * 2 * d + line, 1);
-                __builtin_prefetch(moments + ids[r + 4] * 2 * d + d + line, 1);
-            }
-        }
-        float *restrict w = weight + ids[r] * d;
-        float *restrict m = moments + ids[r] * 2 * d;
-        float *restrict v = m + d;
-        const float *restrict g = grads + r * d;
-        float c = decay ? decay[r] : 0.0f;
-        for (int64_t j = 0; j < d; j++) {
-            float gj = g[j] + c * w[j];
-            float first = beta1 * m[j] + (1.0f - beta1) * gj;
-            float second = beta2 * v[j] + (1.0f - beta2) * gj * gj;
-            m[j] = first;
-            v[j] = second;
-            w[j] -= step_size * (first / (sqrtf(second) + eps));
-        }
-    }
-}
-"""
 # -fopenmp-simd only lets the dot products use vector registers (no OpenMP runtime is linked); AVX2 where the
 # CPU has it, as PyTorch reports, since the square roots and divisions of Adam are the kernel's arithmetic cost.
-FLAGS = ["-O3", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC"]
+# Warnings are errors: a kernel that does not compile cleanly falls back to PyTorch (with a RuntimeWarning).
+FLAGS = ["-O3", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
 if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
     FLAGS += ["-mavx2", "-mfma"]
 
@@ -131,19 +47,25 @@ def _cache_dir() -> Path:
     return Path(base) / "recloss-lite" / "kernels"
 
 
+def _source() -> str:
+    """The C source of the kernels, ``kernels.c`` of this package."""
+    return resources.files(__package__).joinpath("kernels.c").read_text(encoding="utf-8")
+
+
 def _build() -> ctypes.CDLL | None:
     """Compile (once per source, flags and platform) and load the kernel library; ``None`` if that fails."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    key = hashlib.sha256("\n".join([SOURCE, *FLAGS, platform.machine(), sys.platform]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"kernels-{key}.so"
     try:
+        text = _source()
+        key = hashlib.sha256("\n".join([text, *FLAGS, platform.machine(), sys.platform]).encode()).hexdigest()[:16]
+        target = _cache_dir() / f"kernels-{key}.so"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
                 source = Path(scratch) / "kernels.c"
-                source.write_text(SOURCE)
+                source.write_text(text, encoding="utf-8")  # the very text the key hashes
                 built = Path(scratch) / target.name
                 subprocess.run([compiler, *FLAGS, str(source), "-o", str(built), "-lm"], check=True,
                                capture_output=True, text=True)
@@ -175,27 +97,86 @@ def library() -> ctypes.CDLL | None:
     return _library
 
 
-def _applies(floats: list[torch.Tensor], ints: list[torch.Tensor]) -> bool:
-    """Whether the kernels can take these tensors: built, and all on the CPU, contiguous, float32 / int64."""
-    def ready(tensors: list[torch.Tensor], dtype: torch.dtype) -> bool:
-        return all(t.device.type == "cpu" and t.is_contiguous() and t.dtype == dtype for t in tensors)
+def _applies(weight: torch.Tensor) -> bool:
+    """Whether the kernels take this table: a contiguous float32 CPU tensor, and the library is built."""
+    return (weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.is_contiguous()
+            and library() is not None)
 
-    return library() is not None and ready(floats, torch.float32) and ready(ints, torch.int64)
+
+def _table(function: str, weight: torch.Tensor) -> tuple[int, int]:
+    """The shape (n, d) of the table ``weight``; ValueError if it is not 2-D."""
+    if weight.dim() != 2:
+        raise ValueError(f"{function}: weight {tuple(weight.shape)} must be a table (n, d)")
+    return weight.shape[0], weight.shape[1]
+
+
+def _ids(function: str, name: str, ids: torch.Tensor, shape: tuple[int, ...], meaning: str, n_rows: int,
+         rows: str) -> torch.Tensor:
+    """``ids`` as a contiguous int64 CPU tensor of ``shape``, every id in [0, n_rows). Otherwise IndexError naming
+    the argument and its dtype or device, or its smallest (if negative, else largest) id and the range, which
+    ``rows`` explains; ValueError for another shape. One min-max pass over the ids, no Python loop."""
+    if ids.dtype != torch.int64 or ids.device.type != "cpu":
+        raise IndexError(f"{function}: {name} must be an int64 tensor on the CPU, not {ids.dtype} on {ids.device}")
+    if ids.shape != shape:
+        raise ValueError(f"{function}: {name} {tuple(ids.shape)} must be {meaning} = {shape}")
+    if ids.numel():
+        low, high = (int(bound) for bound in torch.aminmax(ids))
+        if low < 0 or high >= n_rows:
+            raise IndexError(f"{function}: {name} holds {low if low < 0 else high} outside [0, {n_rows}) ({rows})")
+    return ids.contiguous()
+
+
+def _floats(function: str, name: str, tensor: torch.Tensor, shape: tuple[int, ...], meaning: str,
+            in_place: bool = False) -> torch.Tensor:
+    """``tensor`` as a contiguous float32 CPU tensor of ``shape``: TypeError for another dtype or device, ValueError
+    for another shape, or where ``in_place`` (the kernel writes it) and it is not contiguous already."""
+    if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+        raise TypeError(f"{function}: {name} must be a float32 tensor on the CPU, not {tensor.dtype} on "
+                        f"{tensor.device}")
+    if tensor.shape != shape:
+        raise ValueError(f"{function}: {name} {tuple(tensor.shape)} must be {meaning} = {shape}")
+    if in_place and not tensor.is_contiguous():
+        raise ValueError(f"{function}: {name} must be contiguous: the kernel updates it in place")
+    return tensor.contiguous()
+
+
+def _overlap(first: torch.Tensor, second: torch.Tensor) -> bool:
+    """Whether two contiguous tensors share memory."""
+    return (first.data_ptr() < second.data_ptr() + second.nbytes
+            and second.data_ptr() < first.data_ptr() + first.nbytes)
+
+
+def _batch(function: str, weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+           negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The checked ids of a batch of :func:`pair_scores`: users (B,), items (B,), negatives (B, N), all rows of
+    ``weight`` (n, d)."""
+    n, _ = _table(function, weight)
+    if negatives.dim() != 2:
+        raise ValueError(f"{function}: negatives {tuple(negatives.shape)} must be 2-D (B, N)")
+    batch, rows = negatives.shape[0], f"the table has {n} rows"
+    return (_ids(function, "users", users, (batch,), "(B,)", n, rows),
+            _ids(function, "items", items, (batch,), "(B,)", n, rows),
+            _ids(function, "negatives", negatives, tuple(negatives.shape), "(B, N)", n, rows))
 
 
 def row_adam(weight: torch.Tensor, moments: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor,
              decay: torch.Tensor | None, beta1: float, beta2: float, eps: float, step_size: float) -> bool:
-    """One Adam step on rows ``ids`` (distinct, int64) of ``weight`` (n, d) in place, moments (n, 2, d) in place,
-    with ``grads`` (len(ids), d) plus, where ``decay`` (len(ids),) is given, the L2 gradient ``decay[r] * w``.
-    Returns ``False``, touching nothing, where the kernel does not apply (another device or dtype, no compiler,
-    ``RECLOSS_KERNELS=0``): the caller then does the step itself."""
-    if not _applies([weight, moments, grads] + ([] if decay is None else [decay]), [ids]):
+    """One Adam step on rows ``ids`` (K,) (distinct, int64) of ``weight`` (n, d) in place, moments (n, 2, d) in
+    place, with ``grads`` (K, d) plus, where ``decay`` (K,) is given, the L2 gradient ``decay[r] * w``.
+    Returns ``False``, touching nothing, where the kernel does not apply (the table not a contiguous float32 CPU
+    tensor, no compiler, ``RECLOSS_KERNELS=0``): the caller then does the step itself. Raises, touching nothing,
+    on a bad argument (see the module's docstring), or where two of them share memory."""
+    if not _applies(weight):
         return False
-    n, d = weight.shape
-    if grads.shape != (len(ids), d) or moments.shape != (n, 2, d) or (decay is not None and decay.shape != ids.shape):
-        raise ValueError(f"row_adam: grads {tuple(grads.shape)} must be (len(ids)={len(ids)}, d={d}), moments "
-                         f"{tuple(moments.shape)} must be (n, 2, d) for weight {tuple(weight.shape)}, and decay "
-                         f"{None if decay is None else tuple(decay.shape)} one value per id")
+    n, d = _table("row_adam", weight)
+    ids = _ids("row_adam", "ids", ids, (ids.numel(),), "(K,)", n, f"the table has {n} rows")
+    moments = _floats("row_adam", "moments", moments, (n, 2, d), "(n, 2, d)", in_place=True)
+    grads = _floats("row_adam", "grads", grads, (len(ids), d), "(len(ids), d)")
+    if decay is not None:
+        decay = _floats("row_adam", "decay", decay, (len(ids),), "(len(ids),)")
+    for name, tensor in (("moments", moments), ("ids", ids), ("grads", grads), ("decay", decay)):
+        if tensor is not None and (_overlap(tensor, weight) or (tensor is not moments and _overlap(tensor, moments))):
+            raise ValueError(f"row_adam: {name} shares memory with weight or moments, which the kernel updates")
     library().row_adam(weight.data_ptr(), moments.data_ptr(), ids.data_ptr(), grads.data_ptr(),
                        None if decay is None else decay.data_ptr(), len(ids), d, beta1, beta2, eps, step_size)
     return True
@@ -206,12 +187,10 @@ def pair_scores(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
     """Dot-product scores pos (B,) = <w_users, w_items> and neg (B, N) = <w_users, w_negatives> read straight from
     ``weight`` (n, d) by row ids users (B,), items (B,), negatives (B, N); plain tensors, without autograd (the
     gradient comes from :func:`pair_scores_backward`). ``None`` where the kernel does not apply."""
-    if not _applies([weight], [users, items, negatives]):
+    if not _applies(weight):
         return None
+    users, items, negatives = _batch("pair_scores", weight, users, items, negatives)
     batch, n_neg = negatives.shape
-    if users.shape != (batch,) or items.shape != (batch,):
-        raise ValueError(f"pair_scores: users {tuple(users.shape)} and items {tuple(items.shape)} must be (B,) for "
-                         f"negatives {tuple(negatives.shape)} (B, N)")
     pos = torch.empty(batch, dtype=weight.dtype)
     neg = torch.empty(batch, n_neg, dtype=weight.dtype)
     library().pair_scores(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
@@ -221,15 +200,19 @@ def pair_scores(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
 
 def pair_scores_backward(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor,
                          grad_pos: torch.Tensor, grad_neg: torch.Tensor, slot: torch.Tensor,
-                         n_slots: int) -> torch.Tensor:
+                         n_slots: int) -> torch.Tensor | None:
     """The gradient of :func:`pair_scores` with respect to the rows: (n_slots, d), where occurrence ``i`` of the
-    ids users, items, negatives (concatenated, flattened) adds its gradient to row ``slot[i]``."""
+    ids users (B,), items (B,), negatives (B, N) (concatenated, flattened: B * (2 + N) of them) adds its gradient,
+    from grad_pos (B,) and grad_neg (B, N), to row ``slot[i]`` in [0, n_slots). ``None`` where the kernel does not
+    apply (as for :func:`pair_scores`)."""
+    if not _applies(weight):
+        return None
+    function = "pair_scores_backward"
+    users, items, negatives = _batch(function, weight, users, items, negatives)
     batch, n_neg = negatives.shape
-    if len(slot) != batch * (2 + n_neg) or grad_pos.shape != (batch,) or grad_neg.shape != (batch, n_neg):
-        raise ValueError(f"pair_scores_backward: slot ({len(slot)},) must have B * (2 + N) = {batch * (2 + n_neg)} "
-                         f"entries, grad_pos {tuple(grad_pos.shape)} be (B,), grad_neg {tuple(grad_neg.shape)} "
-                         "be (B, N)")
-    grad_pos, grad_neg = grad_pos.contiguous(), grad_neg.contiguous()
+    slot = _ids(function, "slot", slot, (batch * (2 + n_neg),), "(B * (2 + N),)", n_slots, f"n_slots = {n_slots}")
+    grad_pos = _floats(function, "grad_pos", grad_pos, (batch,), "(B,)")
+    grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
     grads = torch.zeros(n_slots, weight.shape[1], dtype=weight.dtype)
     library().pair_scores_backward(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
                                    negatives.data_ptr(), batch, n_neg, grad_pos.data_ptr(), grad_neg.data_ptr(),

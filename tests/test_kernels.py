@@ -1,0 +1,316 @@
+"""The compiled kernels: built cleanly from kernels.c, the same numbers as autograd and as the PyTorch path, and every
+bad argument refused before C touches memory. Small random tensors, no data set."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from recloss_lite.core import kernels
+from recloss_lite.core.training import RowAdam
+
+N_ROWS, DIM = 20, 5
+ADAM = (0.9, 0.999, 1e-8, 1e-3)  # beta1, beta2, eps, step size
+HAS_COMPILER = bool(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc"))
+
+
+@pytest.fixture
+def library():
+    """The compiled kernels; the test is skipped where they are off."""
+    if kernels.library() is None:
+        pytest.skip("the compiled kernels are off here (RECLOSS_KERNELS=0 or no C compiler)")
+    return kernels.library()
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path) -> Path:
+    """kernels.library() as on first use: nothing loaded in the module, an empty build cache under tmp_path."""
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "_library", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "recloss-lite" / "kernels"
+
+
+def _table(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A table (N_ROWS, DIM) and its Adam moments (N_ROWS, 2, DIM)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(N_ROWS, DIM, generator=generator), torch.rand(N_ROWS, 2, DIM, generator=generator)
+
+
+def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The arguments of pair_scores_backward after the table: a batch of B=4 rows with N=3 negatives each, their
+    upstream gradients, and the slots of their distinct ids (slot (B * (2 + N),) in [0, n_slots))."""
+    generator = torch.Generator().manual_seed(seed)
+    users, items = torch.tensor([0, 1, 1, 2]), torch.tensor([10, 11, 12, 10])
+    negatives = torch.tensor([[13, 10, 19], [14, 14, 3], [12, 18, 17], [19, 11, 16]])
+    _, slot = torch.unique(torch.cat([users, items, negatives.reshape(-1)]), return_inverse=True)
+    return {"users": users, "items": items, "negatives": negatives, "grad_pos": torch.randn(4, generator=generator),
+            "grad_neg": torch.randn(4, 3, generator=generator), "slot": slot, "n_slots": int(slot.max()) + 1}
+
+
+def _scores(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The arguments of pair_scores after the table."""
+    return {name: batch[name] for name in ("users", "items", "negatives")}
+
+
+def _adam_args(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The arguments of row_adam after the table and moments: ids (K,), grads (K, DIM), decay (K,)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.tensor([3, 7, 0, 19])
+    return {"ids": ids, "grads": torch.randn(4, DIM, generator=generator), "decay": torch.rand(4, generator=generator)}
+
+
+def _autograd(weight: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Reference scores pos (B,), neg (B, N) and the gradient (n, d) of <grad_pos, pos> + <grad_neg, neg>."""
+    leaf = weight.clone().requires_grad_(True)
+    users, items, negatives = leaf[batch["users"]], leaf[batch["items"]], leaf[batch["negatives"]]
+    pos, neg = (users * items).sum(-1), (negatives * users.unsqueeze(1)).sum(-1)
+    (grad,) = torch.autograd.grad((pos * batch["grad_pos"]).sum() + (neg * batch["grad_neg"]).sum(), leaf)
+    return pos.detach(), neg.detach(), grad
+
+
+def test_kernels_build_on_this_machine(fresh, monkeypatch) -> None:
+    # CI has a C compiler: the fast path must really run there, not silently fall back.
+    if not HAS_COMPILER:
+        pytest.skip("no C compiler on this machine")
+    monkeypatch.setenv("RECLOSS_KERNELS", "1")
+    assert {"-Wall", "-Wextra", "-Werror"} <= set(kernels.FLAGS)
+    assert kernels._source() == (Path(kernels.__file__).parent / "kernels.c").read_text(encoding="utf-8")
+    assert kernels.library() is not None
+    assert [path.suffix for path in fresh.iterdir()] == [".so"]
+
+
+def test_a_warning_in_the_source_fails_the_build_to_the_pytorch_path(fresh, monkeypatch) -> None:
+    if not HAS_COMPILER:
+        pytest.skip("no C compiler on this machine")
+    monkeypatch.setenv("RECLOSS_KERNELS", "1")
+    source = kernels._source()  # the real kernels.c plus a function with an unused parameter, a -Wextra warning
+    monkeypatch.setattr(kernels, "_source", lambda: source + "\nint unused_parameter(int x) { return 0; }\n")
+    with pytest.warns(RuntimeWarning, match=r"(?s)could not build the training kernels .*unused parameter"):
+        assert kernels.library() is None
+    weight, moments = _table()
+    assert kernels.row_adam(weight, moments, **_adam_args(), beta1=0.9, beta2=0.999, eps=1e-8, step_size=1e-3) is False
+    assert kernels.pair_scores(weight, **_scores(_batch())) is None
+    assert not list(fresh.glob("*.so"))
+
+
+def test_kernels_off_report_not_applicable(fresh, monkeypatch) -> None:
+    monkeypatch.setenv("RECLOSS_KERNELS", "0")
+    assert kernels.library() is None
+    weight, moments = _table()
+    before = weight.clone(), moments.clone()
+    assert kernels.row_adam(weight, moments, *_adam_args().values(), *ADAM) is False
+    assert kernels.pair_scores(weight, **_scores(_batch())) is None
+    assert kernels.pair_scores_backward(weight, **_batch()) is None
+    assert torch.equal(weight, before[0]) and torch.equal(moments, before[1])
+    assert not fresh.exists()  # nothing was compiled
+
+
+@pytest.mark.parametrize("table", ["float64", "non-contiguous"])
+def test_a_table_the_kernels_cannot_take_is_left_to_pytorch(library, table) -> None:
+    weight, moments = _table()
+    weight = weight.double() if table == "float64" else weight.T.contiguous().T
+    before = weight.clone()
+    assert kernels.row_adam(weight, moments, *_adam_args().values(), *ADAM) is False
+    assert kernels.pair_scores(weight, **_scores(_batch())) is None
+    assert kernels.pair_scores_backward(weight, **_batch()) is None
+    assert torch.equal(weight, before)
+
+
+def test_pair_score_kernels_match_autograd(library) -> None:
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(30, 8, generator=generator)
+    users, items = torch.tensor([0, 1, 1, 2]), torch.tensor([10, 11, 12, 10])
+    negatives = torch.tensor([[13, 10], [14, 14], [12, 20], [29, 11]])  # a positive drawn as a negative, repeats
+    pos, neg = kernels.pair_scores(weight, users, items, negatives)
+    leaf = weight.clone().requires_grad_(True)
+    ref_pos = (leaf[users] * leaf[items]).sum(-1)
+    ref_neg = (leaf[negatives] * leaf[users].unsqueeze(1)).sum(-1)
+    assert torch.allclose(pos, ref_pos, atol=1e-5) and torch.allclose(neg, ref_neg, atol=1e-5)
+    grad_pos, grad_neg = torch.randn(4, generator=generator), torch.randn(4, 2, generator=generator)
+    (ref_grad,) = torch.autograd.grad((ref_pos * grad_pos).sum() + (ref_neg * grad_neg).sum(), leaf)
+    ids = torch.cat([users, items, negatives.reshape(-1)])
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    grads = kernels.pair_scores_backward(weight, users, items, negatives, grad_pos, grad_neg, inverse, len(unique))
+    assert torch.allclose(grads, ref_grad[unique], atol=1e-5)
+    with pytest.raises(ValueError, match=r"slot \(3,\) must be \(B \* \(2 \+ N\),\) = \(16,\)"):
+        kernels.pair_scores_backward(weight, users, items, negatives, grad_pos, grad_neg, inverse[:3], 3)
+
+
+@pytest.mark.parametrize("negatives", [
+    [[10, 10, 10], [11, 11, 5], [12, 7, 12], [13, 13, 13]],  # each row's negatives equal its positive, or each other
+    [[0, 10, 1], [1, 9, 9], [2, 2, 12], [3, 13, 3]],  # the user drawn as a negative: its row written twice per step
+])
+def test_backward_where_gradient_rows_coincide_matches_autograd(library, negatives) -> None:
+    weight, _ = _table()
+    batch = {"users": torch.arange(4), "items": torch.arange(10, 14), "negatives": torch.tensor(negatives),
+             "grad_pos": torch.randn(4, generator=torch.Generator().manual_seed(1)),
+             "grad_neg": torch.randn(4, 3, generator=torch.Generator().manual_seed(2))}
+    ref_pos, ref_neg, ref_grad = _autograd(weight, batch)
+    pos, neg = kernels.pair_scores(weight, **_scores(batch))
+    assert torch.allclose(pos, ref_pos, atol=1e-5) and torch.allclose(neg, ref_neg, atol=1e-5)
+    unique, slot = torch.unique(torch.cat([batch[name].reshape(-1) for name in _scores(batch)]), return_inverse=True)
+    grads = kernels.pair_scores_backward(weight, **batch, slot=slot, n_slots=len(unique))
+    assert torch.allclose(grads, ref_grad[unique], atol=1e-5)
+    # Every occurrence into one row: the sum of all the rows' gradients.
+    grads = kernels.pair_scores_backward(weight, **batch, slot=torch.zeros_like(slot), n_slots=1)
+    assert torch.allclose(grads, ref_grad.sum(0, keepdim=True), atol=1e-5)
+
+
+def test_non_contiguous_inputs_give_the_same_numbers(library) -> None:
+    weight, moments = _table()
+    batch = _batch()
+    strided = {**batch, "users": torch.stack([batch["users"], batch["users"]], 1)[:, 0],
+               "negatives": batch["negatives"].T.contiguous().T, "grad_neg": batch["grad_neg"].T.contiguous().T}
+    assert not any(strided[name].is_contiguous() for name in ("users", "negatives", "grad_neg"))
+    (pos, neg), (ref_pos, ref_neg) = (kernels.pair_scores(weight, **_scores(b)) for b in (strided, batch))
+    assert torch.equal(pos, ref_pos) and torch.equal(neg, ref_neg)
+    assert torch.equal(kernels.pair_scores_backward(weight, **strided), kernels.pair_scores_backward(weight, **batch))
+    args = _adam_args()
+    reference = weight.clone(), moments.clone()
+    assert kernels.row_adam(*reference, *args.values(), *ADAM)
+    assert kernels.row_adam(weight, moments, args["ids"], args["grads"].T.contiguous().T, args["decay"], *ADAM)
+    assert torch.equal(weight, reference[0]) and torch.equal(moments, reference[1])
+
+
+def test_row_adam_kernel_and_python_path_agree(monkeypatch) -> None:
+    weights = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("RECLOSS_KERNELS", switch)
+        if switch == "1" and kernels.library() is None:
+            pytest.skip("no C compiler on this machine")
+        weight = torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+        adam = RowAdam(weight, lr=0.05)
+        for step in range(4):
+            ids = torch.tensor([3, 7, 7, 49, 0, step])
+            unique, inverse, counts = adam.distinct(ids)
+            assert torch.equal(unique, torch.unique(ids))
+            noise = torch.randn(6, 4, generator=torch.Generator().manual_seed(step))
+            grads = torch.zeros(len(unique), 4).index_add_(0, inverse, noise)
+            adam.step(unique, grads, unique=True, decay=counts.float() * 0.1)
+        weights.append(weight)
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+# Refusals: each must leave the table and the moments bit-for-bit as they were.
+
+BAD_IDS = [-1, N_ROWS, N_ROWS + 5]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_row_adam_refuses_an_id_outside_the_table(library, bad) -> None:
+    weight, moments = _table()
+    before = weight.clone(), moments.clone()
+    args = {**_adam_args(), "ids": torch.tensor([3, bad, 0, 19])}
+    with pytest.raises(IndexError, match=rf"^row_adam: ids holds {bad} outside \[0, 20\) \(the table has 20 rows\)$"):
+        kernels.row_adam(weight, moments, *args.values(), *ADAM)
+    assert torch.equal(weight, before[0]) and torch.equal(moments, before[1])
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+@pytest.mark.parametrize("argument", ["users", "items", "negatives"])
+def test_pair_scores_refuse_an_id_outside_the_table(library, argument, bad) -> None:
+    weight, _ = _table()
+    before = weight.clone()
+    batch = _batch()
+    batch[argument] = batch[argument].clone()
+    batch[argument].view(-1)[1] = bad
+    for function in (kernels.pair_scores, kernels.pair_scores_backward):
+        message = rf"^{function.__name__}: {argument} holds {bad} outside \[0, 20\) \(the table has 20 rows\)$"
+        with pytest.raises(IndexError, match=message):
+            function(weight, **(batch if function is kernels.pair_scores_backward else _scores(batch)))
+    assert torch.equal(weight, before)
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 5])  # slot -1, n_slots, n_slots + 5
+def test_pair_scores_backward_refuses_a_slot_outside_the_gradient(library, offset) -> None:
+    weight, _ = _table()
+    batch = _batch()
+    n_slots = batch["n_slots"]
+    bad = -1 if offset < 0 else n_slots + offset
+    batch["slot"] = batch["slot"].clone()
+    batch["slot"][-1] = bad
+    with pytest.raises(IndexError, match=rf"^pair_scores_backward: slot holds {bad} outside \[0, {n_slots}\) "
+                                         rf"\(n_slots = {n_slots}\)$"):
+        kernels.pair_scores_backward(weight, **batch)
+
+
+def test_ids_must_be_int64(library) -> None:
+    weight, moments = _table()
+    args = {**_adam_args(), "ids": _adam_args()["ids"].int()}
+    with pytest.raises(IndexError, match=r"row_adam: ids must be an int64 tensor on the CPU, not torch.int32"):
+        kernels.row_adam(weight, moments, *args.values(), *ADAM)
+    batch = {**_batch(), "users": _batch()["users"].int()}
+    with pytest.raises(IndexError, match=r"pair_scores: users must be an int64 tensor on the CPU, not torch.int32"):
+        kernels.pair_scores(weight, **_scores(batch))
+
+
+@pytest.mark.parametrize("argument", ["moments", "grads", "decay"])
+def test_row_adam_refuses_float64(library, argument) -> None:
+    weight, moments = _table()
+    args = {"moments": moments, **_adam_args()}
+    before = weight.clone(), moments.clone()
+    args[argument] = args[argument].double()
+    with pytest.raises(TypeError, match=rf"^row_adam: {argument} must be a float32 tensor on the CPU, "
+                                        r"not torch.float64 on cpu$"):
+        kernels.row_adam(weight, *args.values(), *ADAM)
+    assert torch.equal(weight, before[0]) and torch.equal(moments, before[1])
+
+
+@pytest.mark.parametrize("argument", ["grad_pos", "grad_neg"])
+def test_pair_scores_backward_refuses_float64(library, argument) -> None:
+    weight, _ = _table()
+    batch = _batch()
+    batch[argument] = batch[argument].double()
+    with pytest.raises(TypeError, match=rf"^pair_scores_backward: {argument} must be a float32 tensor on the CPU, "
+                                        r"not torch.float64 on cpu$"):
+        kernels.pair_scores_backward(weight, **batch)
+
+
+@pytest.mark.parametrize(("argument", "value", "message"), [
+    ("ids", torch.tensor([[3], [7]]), r"ids \(2, 1\) must be \(K,\) = \(2,\)"),
+    ("moments", torch.zeros(N_ROWS, DIM), r"moments \(20, 5\) must be \(n, 2, d\) = \(20, 2, 5\)"),
+    ("moments", torch.zeros(N_ROWS, DIM, 2).transpose(1, 2), r"moments must be contiguous"),
+    ("grads", torch.zeros(4, DIM + 1), r"grads \(4, 6\) must be \(len\(ids\), d\) = \(4, 5\)"),
+    ("grads", torch.zeros(3, DIM), r"grads \(3, 5\) must be \(len\(ids\), d\) = \(4, 5\)"),
+    ("decay", torch.zeros(4, 1), r"decay \(4, 1\) must be \(len\(ids\),\) = \(4,\)"),
+])
+def test_row_adam_refuses_wrong_shapes(library, argument, value, message) -> None:
+    weight, moments = _table()
+    args = {"moments": moments, **_adam_args(), argument: value}
+    before = weight.clone(), args["moments"].clone()
+    with pytest.raises(ValueError, match=f"^row_adam: {message}"):
+        kernels.row_adam(weight, *args.values(), *ADAM)
+    assert torch.equal(weight, before[0]) and torch.equal(args["moments"], before[1])
+
+
+def test_row_adam_refuses_gradients_that_share_the_tables_memory(library) -> None:
+    weight, moments = _table()
+    args = {**_adam_args(), "grads": weight[:4]}  # a view of the rows the step writes
+    before = weight.clone()
+    with pytest.raises(ValueError, match="row_adam: grads shares memory with weight or moments"):
+        kernels.row_adam(weight, moments, *args.values(), *ADAM)
+    assert torch.equal(weight, before)
+
+
+@pytest.mark.parametrize(("argument", "value", "message"), [
+    ("users", torch.tensor([0, 1, 2]), r"users \(3,\) must be \(B,\) = \(4,\)"),
+    ("items", torch.tensor([[10], [11], [12], [13]]), r"items \(4, 1\) must be \(B,\) = \(4,\)"),
+    ("negatives", torch.tensor([13, 14, 12, 19]), r"negatives \(4,\) must be 2-D \(B, N\)"),
+    ("grad_pos", torch.zeros(5), r"grad_pos \(5,\) must be \(B,\) = \(4,\)"),
+    ("grad_neg", torch.zeros(4, 2), r"grad_neg \(4, 2\) must be \(B, N\) = \(4, 3\)"),
+    ("slot", torch.zeros(19, dtype=torch.int64), r"slot \(19,\) must be \(B \* \(2 \+ N\),\) = \(20,\)"),
+])
+def test_pair_scores_refuse_wrong_shapes(library, argument, value, message) -> None:
+    weight, _ = _table()
+    batch = {**_batch(), argument: value}
+    functions = [kernels.pair_scores_backward] + ([kernels.pair_scores] if argument in _scores(batch) else [])
+    for function in functions:
+        with pytest.raises(ValueError, match=f"^{function.__name__}: {message}"):
+            function(weight, **(batch if function is kernels.pair_scores_backward else _scores(batch)))
+    with pytest.raises(ValueError, match=r"^pair_scores: weight \(100,\) must be a table \(n, d\)"):
+        kernels.pair_scores(torch.zeros(100), **_scores(_batch()))
