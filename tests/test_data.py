@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -78,6 +79,102 @@ def test_malformed_movielens_line_is_named(tmp_path: Path) -> None:
         data.load_movielens(tmp_path)
 
 
+# Users 1 and 2 have test items that are also their training items: (1, 3) on line 2, (2, 5) and (2, 4) on
+# line 4 of test.txt.
+OVERLAP_TRAIN, OVERLAP_TEST = "0 1 2\n1 3\n2 4 5\n", "0 3\n1 3\n\n2 5 4 6\n"
+
+
+def test_test_pairs_also_in_train_are_refused(tmp_path: Path) -> None:
+    folder = write_lightgcn(tmp_path / "toy", OVERLAP_TRAIN, OVERLAP_TEST)
+    with pytest.raises(ValueError) as error:
+        data.load_lightgcn(folder)
+    assert str(error.value) == (
+        f"{folder / 'test.txt'}:2: user 1 item 3 is also in train.txt (3 such pairs in all); "
+        "pass drop_overlap=True to drop them from the test set"
+    )
+
+
+def test_drop_overlap_drops_them_with_a_warning(tmp_path: Path) -> None:
+    folder = write_lightgcn(tmp_path / "toy", OVERLAP_TRAIN, OVERLAP_TEST)
+    with pytest.warns(UserWarning, match=r"test\.txt: dropped 3 \(user, item\) pairs that are also in train"):
+        ds = data.load_lightgcn(folder, drop_overlap=True)
+    assert rows(ds.test) == [[3], [], [6]] and rows(ds.train) == [[1, 2], [3], [4, 5]]
+    assert (ds.n_users, ds.n_items) == (3, 7)
+
+
+def test_load_refuses_or_drops_the_overlap(isolated: Path) -> None:
+    write_lightgcn(isolated / "env" / "amazon-book", OVERLAP_TRAIN, OVERLAP_TEST)  # no sha256 registered
+    with pytest.raises(ValueError, match=r"amazon-book/test\.txt:2: user 1 item 3 .*\(3 such pairs in all\)"):
+        data.load("amazon-book")
+    with pytest.warns(UserWarning, match="dropped 3"):
+        assert rows(data.load("amazon-book", drop_overlap=True).test) == [[3], [], [6]]
+
+
+@pytest.mark.parametrize("name", ["gowalla", "yelp2018"])
+def test_real_lightgcn_sets_load_silently(name: str) -> None:
+    needs_shared(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = data.load(name, fetch=False)
+    assert ds.train.multiply(ds.test).nnz == 0
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "empty"),
+    [("", "0 1\n", "train.txt"), ("0 1\n", "", "test.txt"), ("0 1\n", "3\n\n 4 \n", "test.txt"),
+     ("\n\n", "0 1\n", "train.txt")],
+)
+def test_file_without_interactions_is_named(tmp_path: Path, train: str, test: str, empty: str) -> None:
+    folder = write_lightgcn(tmp_path / "toy", train, test)
+    with pytest.raises(ValueError) as error:
+        data.load_lightgcn(folder)
+    assert str(error.value) == f"{folder / empty} holds no interaction (user item item ... lines)"
+
+
+def test_empty_movielens_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "u.data").write_text("\n")
+    with pytest.raises(ValueError) as error:
+        data.load_movielens(tmp_path)
+    assert str(error.value) == f"{tmp_path / 'u.data'} holds no interaction (user item rating timestamp lines)"
+
+
+@pytest.mark.parametrize("huge", [10**12, 2**63 - 1, 2**63, 2**70, data.MAX_ID + 1])
+@pytest.mark.parametrize("as_user", [False, True])
+def test_huge_ids_name_file_line_id_and_limit(tmp_path: Path, huge: int, as_user: bool) -> None:
+    line = f"{huge} 1" if as_user else f"1 2 {huge} 3"
+    folder = write_lightgcn(tmp_path / "toy", f"0 1\n\n{line}\n", "0 2\n")
+    with pytest.raises(ValueError) as error:
+        data.load_lightgcn(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'train.txt'}:3: ") and f"{huge} is too large" in message
+    assert f"ids must lie in [0, {data.id_limit()}]" in message and "2**31 - 1" in message
+
+
+def test_id_limit_follows_the_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = write_lightgcn(tmp_path / "toy", "0 1\n", "0 2\n1 1000\n")
+    assert data.load_lightgcn(folder).n_items == 1001
+    monkeypatch.setattr(data, "_physical_memory_bytes", lambda: 1000 * data.BYTES_PER_ID)
+    assert data.id_limit() == 999
+    with pytest.raises(ValueError, match=r"test\.txt:2: id 1000 is too large; ids must lie in \[0, 999\]"):
+        data.load_lightgcn(folder)
+    monkeypatch.setattr(data, "_physical_memory_bytes", lambda: None)
+    assert data.id_limit() == data.MAX_ID == 2**31 - 2
+
+
+def test_largest_allowed_item_id_loads(tmp_path: Path) -> None:
+    limit = data.id_limit()
+    ds = data.load_lightgcn(write_lightgcn(tmp_path / "toy", f"0 1 {limit}\n", "0 2\n"))
+    assert ds.n_items == limit + 1 and rows(ds.train) == [[1, limit]]
+
+
+def test_huge_movielens_ids_but_not_timestamps_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "u.data").write_text("1\t1\t5\t99999999999\n2\t3\t4\t100\n")
+    assert data.load_movielens(tmp_path).timestamps[0, 0] == 99999999999
+    (tmp_path / "u.data").write_text("1\t1\t5\t100\n2\t99999999999\t4\t100\n")
+    with pytest.raises(ValueError, match=r"u\.data:2: id 99999999999 is too large; ids must lie in"):
+        data.load_movielens(tmp_path)
+
+
 def test_unknown_name_lists_registered_sets() -> None:
     with pytest.raises(ValueError, match="amazon-book, gowalla, ml-100k, yelp2018"):
         data.load("netflix")
@@ -121,14 +218,33 @@ def test_download_of_an_archive_into_the_cache(isolated: Path, monkeypatch: pyte
     assert data.describe(ds)["interactions"] == 100_000
 
 
-def test_corrupted_copy_fails_the_sha256_check(tmp_path: Path) -> None:
-    origin = needs_shared("gowalla")
-    folder = write_lightgcn(tmp_path / "gowalla", (origin / "train.txt").read_text(), "")
-    content = bytearray((origin / "test.txt").read_bytes())
-    content[100] = ord("7") if content[100] != ord("7") else ord("8")
-    (folder / "test.txt").write_bytes(bytes(content))
-    with pytest.raises(data.ChecksumError, match=r"test\.txt: sha256 [0-9a-f]{64} differs"):
-        data.load("gowalla", folder=folder)
+@pytest.mark.parametrize("place", ["folder", "env", "shared"])
+def test_own_copy_that_differs_is_loaded_with_a_warning(isolated: Path, place: str) -> None:
+    # A folder the user chose (folder=, $RECLOSS_DATA, the shared copy): their files, loaded with a note.
+    base = {"folder": isolated / "mine", "env": isolated / "env", "shared": isolated / "shared"}[place]
+    folder = write_lightgcn(base / "gowalla", "0 1 2\n1 2\n", "0 3\n")
+    with pytest.warns(data.ChecksumWarning) as caught:
+        ds = data.load("gowalla", folder=folder if place == "folder" else None)
+    assert (ds.n_users, ds.n_items, ds.train.nnz, ds.test.nnz) == (2, 4, 3, 1)
+    source = data.REGISTRY["gowalla"]
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == 2
+    for message, file in zip(messages, ("train.txt", "test.txt"), strict=True):
+        assert message.startswith(f"{folder / file}: sha256 {data.sha256_of(folder / file)} differs")
+        assert f"(sha256 {source.files[file]}, " in message and "loading this copy as given" in message
+
+
+def test_corrupted_copy_in_the_cache_fails_the_sha256_check(isolated: Path) -> None:
+    # In the download cache a mismatch means a corrupt download: refused, with the way out.
+    cached = write_lightgcn(isolated / "cache" / "recloss-lite" / "gowalla", "0 1\n", "0 2\n")
+    expected = data.REGISTRY["gowalla"].files["train.txt"]
+    with pytest.raises(data.ChecksumError) as error:
+        data.load("gowalla")
+    assert str(error.value) == (
+        f"{cached / 'train.txt'}: sha256 {data.sha256_of(cached / 'train.txt')} differs from the registered "
+        f"{expected} for 'gowalla'; delete it and download it again from "
+        f"{data.REGISTRY['gowalla'].file_url('train.txt')}"
+    )
 
 
 def test_corrupted_download_leaves_nothing_behind(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -246,3 +246,47 @@ def test_linear_models_beat_popularity_on_ml100k() -> None:
     assert ease > 1.5 * baseline and ials_recall > 1.5 * baseline, (baseline, ease, ials_recall)
     bench = linear.bench_ials(ds, factors=16, iterations=1)
     assert bench["seconds_per_iteration"] > 0 and bench["interactions"] == ds.train.nnz
+
+
+# ------------------------------------------------------------------------------------- non-finite input
+
+
+def with_bad_values(matrix: sp.csr_matrix, *values: float) -> sp.csr_matrix:
+    """A copy of ``matrix`` whose first stored entries are replaced by ``values``."""
+    matrix = matrix.copy()
+    matrix.data[: len(values)] = values
+    return matrix
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_input_matrices_are_named_with_their_count(bad: float) -> None:
+    train = sp.csr_matrix(random_binary(10, 8, 0.3, seed=7))
+    n = train.nnz
+    with pytest.raises(ValueError) as error:
+        linear.IALS(iterations=1).fit(with_bad_values(train, bad, 1.0, bad))
+    assert str(error.value) == f"train (10, 8) holds 2 non-finite values (NaN or inf) among its {n} values"
+    with pytest.raises(ValueError, match=rf"^weights \(10, 8\) holds 1 non-finite values \(NaN or inf\) among its {n}"):
+        linear.IALS(iterations=1).fit(train, weights=with_bad_values(train, bad))
+    with pytest.raises(ValueError, match=r"^confidence \(10, 8\) holds 3 non-finite values"):
+        linear.ials_solve(with_bad_values(train, bad, bad, bad), torch.zeros(8, 2), 1.0, 1.0)
+    # EASE used to answer "not positive definite ... raise l2"
+    with pytest.raises(ValueError, match=rf"^train \(10, 8\) holds 1 non-finite values \(NaN or inf\) among its {n}"):
+        linear.EASE(l2=1.0).fit(with_bad_values(train, bad))
+    gram = linear.gram_matrix(train, dtype=np.float64)
+    gram[2, 5] = gram[5, 2] = bad
+    with pytest.raises(ValueError, match=r"^gram holds 2 non-finite values \(NaN or inf\) among its 64 values"):
+        linear.ease_weights(gram, 1.0)
+
+
+def test_diverged_ials_sweep_raises_floating_point_error() -> None:
+    train = sp.csr_matrix(random_binary(10, 8, 0.3, seed=7))
+    # Finite but absurd confidences overflow float32 in the CG solves: NaN factors, no longer silent.
+    with pytest.raises(FloatingPointError, match=r"^iALS sweep 1: \d+ user and \d+ item factor values are NaN or "
+                                                 r"inf; .*use a larger l2 \(now 3\.0\)"):
+        linear.IALS(factors=3, iterations=2, solver="cg").fit(train, weights=train * 3e38)
+    model = linear.IALS(factors=3, solver="cg").start(train).fit_iteration().fit_iteration()
+    assert torch.isfinite(model.user_factors).all()
+    model.item_factors[0, 0] = math.inf  # sweeps are counted from start(): this is the third
+    with pytest.raises(FloatingPointError, match=r"^iALS sweep 3: 30 user and 24 item factor values"):
+        model.fit_iteration()
+    assert model.start(train).fit_iteration()._sweeps == 1

@@ -4,6 +4,7 @@ autograd, extreme scores, bad input and the Monte-Carlo unbiasedness of the debi
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -336,6 +337,74 @@ def test_extreme_scores_give_the_right_values() -> None:
     assert rows("mine", big, low, tau=0.01).item() == pytest.approx(-2e6)
     assert rows("infonce", big, low, tau=0.01, tau_plus=0.5).item() == pytest.approx(0.0, abs=1e-12)
     assert rows("bpr", -big, same, tau=0.01).item() == pytest.approx(4 * 2e6)
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("tau", [None, 0.05])
+def test_half_precision_is_computed_in_float32(name: str, dtype: torch.dtype, tau: float | None) -> None:
+    # float16 holds 1e4 but not e^(1e4 / tau) nor (1e4)^2 * 150: the loss upcasts once, at its entry point.
+    params = {"tau": tau} if tau is not None and "tau" in losses.defaults(name) else {}
+    fn = losses.make(name, **params)
+    pos = torch.tensor(EXTREME_POS, dtype=dtype, requires_grad=True)
+    neg = torch.tensor(EXTREME_NEG, dtype=dtype, requires_grad=True)
+    values = fn(pos, neg, reduction="none")
+    values.sum().backward()
+    assert values.dtype == torch.float32 and fn(pos, neg).dtype == torch.float32
+    assert torch.isfinite(values).all(), values
+    assert torch.isfinite(pos.grad).all() and torch.isfinite(neg.grad).all(), (pos.grad, neg.grad)
+    assert pos.grad.dtype == dtype
+    # the same numbers as for a float32 copy of the input
+    torch.testing.assert_close(values, fn(pos.detach().float(), neg.detach().float(), reduction="none"))
+
+
+def test_softmax_log_q_in_half_precision() -> None:
+    pos, neg = torch.tensor(EXTREME_POS, dtype=torch.float16), torch.tensor(EXTREME_NEG, dtype=torch.float16)
+    log_q_pos, log_q_neg = torch.full_like(pos, -3.0), torch.full_like(neg, -5.0)
+    fn = losses.make("softmax", tau=0.05)
+    values = fn(pos, neg, reduction="none", log_q_pos=log_q_pos, log_q_neg=log_q_neg)
+    expected = fn(pos.float(), neg.float(), reduction="none", log_q_pos=log_q_pos.float(),
+                  log_q_neg=log_q_neg.float())
+    assert values.dtype == torch.float32 and torch.isfinite(values).all()
+    torch.testing.assert_close(values, expected)
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_scores_name_the_tensor_and_count(name: str, bad: float) -> None:
+    fn = losses.make(name)
+    pos, neg = torch.zeros(8), torch.zeros(8, 256)
+    neg[1, 3] = neg[5, 0] = neg[7, 255] = bad
+    with pytest.raises(ValueError) as error:
+        fn(pos, neg)
+    assert str(error.value) == (
+        f"loss {name!r}: neg holds 3 non-finite entries (NaN or inf) of 2048 (shape (8, 256))"
+    )
+    pos[2] = bad
+    with pytest.raises(ValueError, match=rf"^loss {re.escape(repr(name))}: pos holds 1 non-finite entries .* of 8"):
+        fn(pos, torch.zeros(8, 256, dtype=torch.float32))
+
+
+def test_non_finite_log_q_and_half_precision_are_named() -> None:
+    pos, neg = torch.zeros(2, dtype=torch.float16), torch.zeros(2, 3, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"'mine\+': pos holds 2 non-finite entries \(NaN or inf\) of 2"):
+        losses.make("mine+")(torch.full_like(pos, math.nan), neg)
+    log_q_neg = torch.zeros_like(neg)
+    log_q_neg[0, 1] = -math.inf
+    with pytest.raises(ValueError, match=r"'softmax': log_q_neg holds 1 non-finite entries"):
+        losses.make("softmax")(pos, neg, log_q_neg=log_q_neg)
+
+
+def test_check_finite_false_skips_the_check() -> None:
+    fn = losses.make("mine+", check_finite=False, tau=0.2)
+    assert fn.check_finite is False and losses.make("mine+").check_finite is True
+    assert repr(fn) == "losses.make('mine+', tau=0.2, lam=1.1, tau_plus=0.0, check_finite=False)"
+    pos, neg = torch.zeros(2), torch.zeros(2, 3)
+    neg[0, 0] = math.nan
+    assert torch.isnan(fn(pos, neg))  # the trusted caller checks the result itself
+    fn.check_finite = True
+    with pytest.raises(ValueError, match="neg holds 1 non-finite"):
+        fn(pos, neg)
 
 
 # ---------------------------------------------------------------- property tests

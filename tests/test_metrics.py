@@ -272,3 +272,66 @@ def test_other_errors() -> None:
         metrics.leave_one_out_metrics(lambda users: scores[users], train, test, num_candidates=6)
     with pytest.raises(ValueError, match=r"test has shape \(1, 7\)"):
         metrics.evaluate(lambda users: scores[users], train, csr([[3]], 7))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_scores_are_refused_with_count_and_first_user(bad: float) -> None:
+    scores = HAND_SCORES.clone()
+    scores[1, 3] = scores[2, 0] = bad
+    with pytest.raises(ValueError) as error:
+        metrics.topk_metrics(scores, HAND_TEST, ks=(3,), exclude=HAND_EXCLUDE)
+    assert str(error.value).startswith(
+        f"scores hold 2 non-finite entries (NaN or inf) of 15 (shape (3, 5)); first at user 1, item 3: {bad}."
+    )
+
+
+def test_all_nan_scores_are_not_silently_zero() -> None:
+    # Before: NaN is ranked first and an all-NaN row scores 0.0 without a word.
+    with pytest.raises(ValueError, match=r"scores hold 5 non-finite entries .* first at user 0, item 0: nan"):
+        metrics.topk_metrics(torch.full((1, 5), math.nan), [[2]], ks=(3,))
+    with pytest.raises(ValueError, match=r"first at user 0, item 0: nan"):
+        metrics.topk_metrics(torch.full((1, 5), math.nan, dtype=torch.float16), [[2]], ks=(3,))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_evaluate_and_leave_one_out_name_the_user_of_the_batch(bad: float) -> None:
+    train, test = random_split(2)
+    scores = torch.randn(50, 80, generator=torch.Generator().manual_seed(2))
+    users = np.flatnonzero(test.getnnz(axis=1))
+    late_user = int(users[9])  # in the second batch of 8 users
+    scores[late_user, [4, 7, 11]] = bad
+    pattern = (
+        r"score_fn's scores for a batch of 8 users hold 3 non-finite entries \(NaN or inf\) of 640 "
+        rf"\(shape \(8, 80\)\); first at user {late_user}, item 4: {bad}"
+    )
+    with pytest.raises(ValueError, match=pattern):
+        metrics.evaluate(lambda batch: scores[batch], train, test, ks=(5,), batch_size=8)
+    loo_train, loo_test, loo_scores = loo_example()
+    loo_scores = loo_scores.clone()
+    loo_scores[0, 5] = bad
+    for num_candidates in (None, 3):
+        with pytest.raises(ValueError, match=r"batch of 1 users hold 1 non-finite entries .* user 0, item 5"):
+            metrics.leave_one_out_metrics(lambda batch: loo_scores[batch], loo_train, loo_test,
+                                          ks=(2,), num_candidates=num_candidates)
+
+
+def test_training_items_are_still_masked_internally() -> None:
+    # The internal -inf mask comes after the check: training items never count, finite scores pass.
+    train, test, scores = loo_example()
+    result = metrics.evaluate(lambda users: scores[users].clone(), train, test, ks=(1,))
+    assert result["hr@1"] == 0.0  # item 0 (train, score 5) is masked; item 1 ranks first, not the test item 3
+    huge = torch.tensor([[3e38, 3e38, 3e38, 3e38, 3e38, 3e38]])  # the sum overflows, every entry is finite
+    assert metrics.topk_metrics(huge, [[3]], ks=(6,))["hr@6"] == 1.0
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True])
+def test_bad_eval_batch_size_names_the_parameter_and_range(batch_size) -> None:
+    train, test, scores = loo_example()
+    expected = (
+        f"eval batch_size={batch_size!r}: the number of users scored per call of score_fn (TrainConfig's "
+        "eval_batch_size) must be an integer >= 1"
+    )
+    for call in (metrics.evaluate, metrics.leave_one_out_metrics):
+        with pytest.raises(ValueError) as error:
+            call(lambda users: scores[users], train, test, batch_size=batch_size)
+        assert str(error.value) == expected

@@ -9,6 +9,10 @@ A registered data set is found, in this order, in
    is downloaded from its public origin when missing, checked against its sha256 and moved into place
    atomically.
 
+A file whose sha256 differs from the registered one is refused (:class:`ChecksumError`) only in the user
+cache, where it means a corrupt download; a copy found in any other place is the user's own choice and is
+loaded with a :class:`ChecksumWarning` naming the file and both checksums.
+
 Every interaction matrix is a ``scipy.sparse.csr_matrix`` of shape ``(n_users, n_items)`` holding float32
 ones, with sorted column indices and no duplicates.
 """
@@ -21,6 +25,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,6 +104,19 @@ class ChecksumError(ValueError):
     """A data file's sha256 differs from the registered one (a corrupted or different copy)."""
 
 
+class ChecksumWarning(UserWarning):
+    """A data file in a folder the user chose differs from the registered (published) copy; it is loaded."""
+
+
+MAX_ID = 2**31 - 2
+"""The largest user or item id the loaders accept: ``n_users`` and ``n_items`` (the largest id + 1) must fit a
+32-bit index. An id must also leave the row pointers (:data:`BYTES_PER_ID` per id) room in the machine's
+physical memory; :func:`id_limit` is the smaller of the two bounds."""
+
+BYTES_PER_ID = 16
+"""Bytes of CSR row pointers per id a loader may allocate (int64 pointers of the train and the test matrix)."""
+
+
 @dataclass
 class Dataset:
     """A split implicit-feedback data set (chapter 01_data).
@@ -131,6 +149,59 @@ def interaction_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, i
     return matrix
 
 
+def _physical_memory_bytes() -> int | None:
+    """Total physical memory in bytes, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def id_limit() -> int:
+    """The largest id the loaders accept: :data:`MAX_ID`, lowered so that :data:`BYTES_PER_ID` bytes per id
+    fit in physical memory (chapter 01_data)."""
+    memory = _physical_memory_bytes()
+    return MAX_ID if memory is None else min(MAX_ID, memory // BYTES_PER_ID - 1)
+
+
+def _id_rule(limit: int) -> str:
+    memory = _physical_memory_bytes()
+    room = "" if memory is None else f" and {BYTES_PER_ID} bytes per id must fit in {memory / 2**30:.1f} GiB"
+    return (
+        f"ids must lie in [0, {limit}] (n_users and n_items are the largest id + 1: at most 2**31 - 1 for "
+        f"32-bit indices{room})"
+    )
+
+
+def _line_of(counts: np.ndarray, index: int) -> int:
+    """The 1-based line holding entry ``index`` when line j holds ``counts[j - 1]`` entries."""
+    return int(np.searchsorted(np.cumsum(counts), index, side="right")) + 1
+
+
+def _check_ids(path: Path, tokens: np.ndarray, lengths: np.ndarray, is_id: np.ndarray | None = None) -> None:
+    """ValueError naming the file, line and id of the first token (among ``is_id``) above :func:`id_limit`."""
+    limit = id_limit()
+    too_large = tokens > limit
+    if is_id is not None:
+        too_large &= is_id
+    if too_large.any():
+        index = int(np.argmax(too_large))
+        raise ValueError(
+            f"{path}:{_line_of(lengths, index)}: id {int(tokens[index])} is too large; {_id_rule(limit)}"
+        )
+
+
+def _find_huge_token(text: bytes, path: Path) -> ValueError:
+    """The ValueError for the first token of ``text`` beyond int64 (what made numpy's conversion overflow)."""
+    for number, line in enumerate(text.split(b"\n"), start=1):
+        for token in line.split():
+            if int(token) > np.iinfo(np.int64).max:
+                return ValueError(
+                    f"{path}:{number}: {token.decode()} is too large (beyond int64); {_id_rule(id_limit())}"
+                )
+    return ValueError(f"{path}: a number does not fit a 64-bit integer")
+
+
 def _find_bad_token(text: bytes, path: Path) -> ValueError:
     """The ValueError for the first line of ``text`` holding something other than a non-negative integer."""
     for number, line in enumerate(text.split(b"\n"), start=1):
@@ -155,41 +226,76 @@ def _read_int_lines(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise _find_bad_token(text, path)
     lines = text.split(b"\n")
     lengths = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
-    return np.array(text.split(), dtype=np.int64), lengths
+    try:
+        return np.array(text.split(), dtype=np.int64), lengths
+    except OverflowError:
+        raise _find_huge_token(text, path) from None
 
 
-def _read_lightgcn_file(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """Parse ``user item item ...`` lines into (users, items) arrays and the largest user id (-1 if none)."""
-    tokens, lengths = _read_int_lines(path)
-    lengths = lengths[lengths > 0]
+def _read_lightgcn_file(path: Path) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Parse ``user item item ...`` lines into (users, items) arrays, the largest user id and the token count
+    of every line (blank lines count 0). ValueError for an id above :func:`id_limit` or a file without any
+    interaction."""
+    tokens, all_lengths = _read_int_lines(path)
+    _check_ids(path, tokens, all_lengths)
+    lengths = all_lengths[all_lengths > 0]
     starts = np.cumsum(lengths) - lengths
     line_users = tokens[starts]
     is_item = np.ones(len(tokens), dtype=bool)
     is_item[starts] = False
-    return np.repeat(line_users, lengths - 1), tokens[is_item], int(line_users.max(initial=-1))
+    if len(tokens) == len(starts):
+        raise ValueError(f"{path} holds no interaction (user item item ... lines)")
+    return np.repeat(line_users, lengths - 1), tokens[is_item], int(line_users.max(initial=-1)), all_lengths
 
 
-def load_lightgcn(folder: str | Path, name: str | None = None) -> Dataset:
+def _in_train(train: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Boolean mask over the pairs (users[j], items[j]): which are stored entries of the canonical CSR
+    ``train`` (one binary search per pair on its row-major keys)."""
+    keys = entry_rows(train) * train.shape[1] + train.indices
+    if not len(keys):
+        return np.zeros(len(users), dtype=bool)
+    queries = users * train.shape[1] + items
+    return keys[np.searchsorted(keys, queries).clip(max=len(keys) - 1)] == queries
+
+
+def load_lightgcn(folder: str | Path, name: str | None = None, *, drop_overlap: bool = False) -> Dataset:
     """Load a LightGCN split: ``train.txt``, ``test.txt`` with lines ``user item item ...`` (chapter 01_data).
 
     This is the NGCF/LightGCN protocol's 80/20 per-user random split (Wang et al., SIGIR 2019; He et al.,
     SIGIR 2020). Blank lines and bare user ids (users without items) are allowed. ``n_users`` and ``n_items``
-    are the largest id seen in either file plus one. A token that is not a non-negative integer raises
-    ValueError naming the file and its 1-based line.
+    are the largest id seen in either file plus one. ValueError, naming the file and its 1-based line, for a
+    token that is not a non-negative integer or an id above :func:`id_limit`; ValueError naming the file for
+    a file without any interaction.
+
+    A test pair (user, item) that is also in the user's training items can never be a hit (the metrics mask
+    training items), so it is refused: ValueError naming the test file's line, the pair and how many there
+    are. With ``drop_overlap=True`` such pairs are dropped from ``test`` instead, with a warning saying how
+    many.
     """
     folder = Path(folder)
-    train_users, train_items, max_train_user = _read_lightgcn_file(folder / "train.txt")
-    test_users, test_items, max_test_user = _read_lightgcn_file(folder / "test.txt")
+    train_users, train_items, max_train_user, _ = _read_lightgcn_file(folder / "train.txt")
+    test_users, test_items, max_test_user, test_lengths = _read_lightgcn_file(folder / "test.txt")
     n_users = max(max_train_user, max_test_user) + 1
-    n_items = int(max(train_items.max(initial=-1), test_items.max(initial=-1))) + 1
+    n_items = int(max(train_items.max(), test_items.max())) + 1
     shape = (n_users, n_items)
-    return Dataset(
-        name=name or folder.name,
-        train=interaction_matrix(train_users, train_items, shape),
-        test=interaction_matrix(test_users, test_items, shape),
-        n_users=n_users,
-        n_items=n_items,
-    )
+    train = interaction_matrix(train_users, train_items, shape)
+    test = interaction_matrix(test_users, test_items, shape)
+    count = train.multiply(test).nnz  # distinct test pairs also in train (a few ms on Gowalla)
+    if count:
+        overlap = _in_train(train, test_users, test_items)
+        if not drop_overlap:
+            first = int(np.argmax(overlap))
+            line = _line_of(np.maximum(test_lengths - 1, 0), first)
+            raise ValueError(
+                f"{folder / 'test.txt'}:{line}: user {test_users[first]} item {test_items[first]} is also in "
+                f"train.txt ({count} such pairs in all); pass drop_overlap=True to drop them from the test set"
+            )
+        warnings.warn(
+            f"{folder / 'test.txt'}: dropped {count} (user, item) pairs that are also in train.txt",
+            stacklevel=2,
+        )
+        test = interaction_matrix(test_users[~overlap], test_items[~overlap], shape)
+    return Dataset(name=name or folder.name, train=train, test=test, n_users=n_users, n_items=n_items)
 
 
 def _split_rows(matrix: sp.csr_matrix, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -259,6 +365,9 @@ def load_movielens(
         raise ValueError(
             f"{path}:{line}: expected 4 fields user item rating timestamp, got {lengths[line - 1]}"
         )
+    if not len(tokens):
+        raise ValueError(f"{path} holds no interaction (user item rating timestamp lines)")
+    _check_ids(path, tokens, lengths, np.tile([True, True, False, False], len(tokens) // 4))
     table = tokens.reshape(-1, 4)
     if np.any(table[:, :2] == 0):
         line = int(np.flatnonzero(lengths)[np.argmax((table[:, :2] == 0).any(axis=1))]) + 1
@@ -370,14 +479,25 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def verify(source: Source, folder: Path) -> None:
-    """Raise :class:`ChecksumError` if a file of ``source`` in ``folder`` differs from its registered
-    sha256."""
+def verify(source: Source, folder: Path, strict: bool = True) -> None:
+    """Check the files of ``source`` in ``folder`` against their registered sha256.
+
+    A mismatch raises :class:`ChecksumError` (``strict``, for the download cache: a corrupt download) or,
+    with ``strict=False`` (a folder the user chose), warns with a :class:`ChecksumWarning` naming the file and
+    both checksums.
+    """
     for file, expected in source.files.items():
         if expected is not None and (actual := sha256_of(folder / file)) != expected:
-            raise ChecksumError(
-                f"{folder / file}: sha256 {actual} differs from the registered {expected} for "
-                f"{source.name!r}; delete it and download it again from {source.file_url(file)}"
+            if strict:
+                raise ChecksumError(
+                    f"{folder / file}: sha256 {actual} differs from the registered {expected} for "
+                    f"{source.name!r}; delete it and download it again from {source.file_url(file)}"
+                )
+            warnings.warn(
+                f"{folder / file}: sha256 {actual} differs from the published copy of {source.name!r} "
+                f"(sha256 {expected}, {source.file_url(file)}); loading this copy as given",
+                ChecksumWarning,
+                stacklevel=3,
             )
 
 
@@ -471,19 +591,27 @@ def locate(name: str, folder: str | Path | None = None, fetch: bool = True) -> P
 
 
 def load(
-    name: str, folder: str | Path | None = None, *, fetch: bool = True, **options: int | float
+    name: str,
+    folder: str | Path | None = None,
+    *,
+    fetch: bool = True,
+    drop_overlap: bool = False,
+    **options: int | float,
 ) -> Dataset:
     """Load the registered data set ``name`` (chapter 01_data).
 
     ``name`` is one of ``gowalla``, ``yelp2018``, ``amazon-book`` (LightGCN splits, :func:`load_lightgcn`) or
     ``ml-100k`` (:func:`load_movielens`, which takes ``options`` such as ``min_rating``). The folder is found
-    by :func:`locate` and its files are checked against their registered sha256 before parsing.
+    by :func:`locate` and its files are checked against their registered sha256 before parsing: a mismatch
+    raises :class:`ChecksumError` in the download cache and warns (:class:`ChecksumWarning`) elsewhere.
+    ``drop_overlap`` is passed to :func:`load_lightgcn` (test pairs also in train: dropped with a warning
+    instead of a ValueError); ml-100k's own split never overlaps.
     """
     source = _source(name)
     path = locate(name, folder, fetch=fetch)
-    verify(source, path)
+    verify(source, path, strict=folder is None and path == cache_dir() / name)
     if source.kind == "movielens":
         return load_movielens(path, name=name, **options)
     if options:
         raise ValueError(f"load({name!r}) takes no options, got {sorted(options)}")
-    return load_lightgcn(path, name=name)
+    return load_lightgcn(path, name=name, drop_overlap=drop_overlap)

@@ -78,8 +78,16 @@ _CHOLESKY_CHUNK_ENTRIES = 1 << 16
 _TINY = 1e-30
 
 
+def _check_finite(values: np.ndarray, what: str) -> None:
+    """ValueError naming ``what`` and how many of ``values`` are NaN or inf (counted in row blocks)."""
+    bad = sum(int(np.count_nonzero(~np.isfinite(values[start:start + _BLOCK_ROWS])))
+              for start in range(0, len(values), _BLOCK_ROWS))
+    if bad:
+        raise ValueError(f"{what} holds {bad} non-finite values (NaN or inf) among its {values.size} values")
+
+
 def _check_matrix(train: sp.spmatrix | sp.sparray, what: str) -> sp.csr_matrix:
-    """Canonical CSR copy of a non-empty 2-D sparse matrix with non-negative values, or a ValueError."""
+    """Canonical CSR copy of a non-empty 2-D sparse matrix with finite non-negative values, or a ValueError."""
     if not sp.issparse(train) or train.ndim != 2:
         raise ValueError(f"{what} must be a 2-D scipy sparse matrix, got {type(train).__name__}")
     matrix = sp.csr_matrix(train, copy=True)
@@ -87,6 +95,7 @@ def _check_matrix(train: sp.spmatrix | sp.sparray, what: str) -> sp.csr_matrix:
     matrix.sort_indices()
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise ValueError(f"{what} has shape {matrix.shape}: both sides must be >= 1")
+    _check_finite(matrix.data, f"{what} {matrix.shape}")
     if matrix.nnz and matrix.data.min() < 0:
         raise ValueError(f"{what} has negative entries (min {matrix.data.min()}): expected 0/1 or counts")
     return matrix
@@ -312,6 +321,7 @@ class IALS:
         self.item_factors: torch.Tensor | None = None
         self._users: _Rows | None = None
         self._items: _Rows | None = None
+        self._sweeps = 0
 
     def start(self, train: sp.spmatrix, weights: sp.spmatrix | None = None) -> IALS:
         """Set up the problem and draw the initial factors, without a sweep (``fit`` = ``start`` + sweeps).
@@ -339,16 +349,27 @@ class IALS:
         n_users, n_items = matrix.shape
         self.user_factors = torch.randn(n_users, self.factors, generator=generator) * self.init_std
         self.item_factors = torch.randn(n_items, self.factors, generator=generator) * self.init_std
+        self._sweeps = 0
         return self
 
     def fit_iteration(self) -> IALS:
-        """One sweep: solve all users with the items fixed, then all items with the users fixed."""
+        """One sweep: solve all users with the items fixed, then all items with the users fixed.
+
+        FloatingPointError if a factor became NaN or inf (the solves diverged: raise ``l2``)."""
         if self._users is None or self._items is None:
             raise ValueError("call fit(train) or start(train) before fit_iteration()")
         self.user_factors = _solve(self._users, self.item_factors, self.unobserved_weight, self.solver,
                                    self.user_factors, self.cg_steps)
         self.item_factors = _solve(self._items, self.user_factors, self.unobserved_weight, self.solver,
                                    self.item_factors, self.cg_steps)
+        self._sweeps += 1
+        bad = {side: int((~torch.isfinite(factors)).sum())
+               for side, factors in (("user", self.user_factors), ("item", self.item_factors))}
+        if any(bad.values()):
+            raise FloatingPointError(
+                f"iALS sweep {self._sweeps}: {bad['user']} user and {bad['item']} item factor values are NaN or "
+                f"inf; the least-squares solves diverged: use a larger l2 (now {self.l2}) or smaller "
+                f"confidences / unobserved_weight (now {self.unobserved_weight})")
         return self
 
     def fit(self, train: sp.spmatrix, weights: sp.spmatrix | None = None,
@@ -469,6 +490,7 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or not gram.flags.c_contiguous:
         raise ValueError(f"gram must be a square C-contiguous array, got shape {gram.shape}")
     _check_positive(l2=l2)
+    _check_finite(gram, "gram")
     gram[np.diag_indices_from(gram)] += l2
     # A C-ordered array's transpose is column-major: torch hands it to LAPACK without a copy (G is symmetric).
     view = torch.from_numpy(gram).T

@@ -197,7 +197,9 @@ _CALL_DOC = (
     "Call: fn(pos, neg, reduction='mean'), pos (B,) the observed pairs' scores, neg (B, N) their N sampled "
     "negatives' scores (floating tensors, same dtype and device); returns the mean or sum over rows "
     "(scalar) or, with reduction='none', the (B,) row losses. Differentiable in pos and neg; finite for "
-    "scores in [-1e4, 1e4] and tau down to 0.01.\n"
+    "scores in [-1e4, 1e4] and tau down to 0.01. float16 / bfloat16 scores are computed in float32 and the "
+    "loss is returned in float32. NaN or inf in pos, neg (or log_q_*) raises ValueError naming the tensor "
+    "and the count, unless the loss was made with check_finite=False.\n"
     "tau_plus > 0 replaces E_j[phi] by "
     "D[phi] = max(floor, (E_j[phi(s_j)] - tau_plus * phi(s+)) / (1 - tau_plus)) "
     "(Chuang et al. 2020, arXiv 2007.00224, Sec. 3, M = 1: the row's own positive).\n"
@@ -257,16 +259,21 @@ def _check_param(loss: str, param: str, value: Any, bounds: tuple[float, float, 
     return value
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 class Loss:
     """A configured loss of the registry, made by :func:`make`; its docstring is the loss's own (02_losses).
 
-    Attributes: ``name`` (registered name) and ``params`` (every parameter, defaults filled in).
+    Attributes: ``name`` (registered name), ``params`` (every parameter, defaults filled in) and
+    ``check_finite`` (whether a call refuses NaN / inf scores; see :func:`make`).
     """
 
-    def __init__(self, name: str, params: dict[str, float], spec: _Spec) -> None:
+    def __init__(self, name: str, params: dict[str, float], spec: _Spec, check_finite: bool = True) -> None:
         self.name = name
         self._params = dict(params)
         self._spec = spec
+        self.check_finite = check_finite
         self.__doc__ = spec.doc
 
     @property
@@ -275,27 +282,39 @@ class Loss:
 
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={value!r}" for key, value in self._params.items())
-        return f"losses.make({self.name!r}, {args})"
+        unchecked = "" if self.check_finite else ", check_finite=False"
+        return f"losses.make({self.name!r}, {args}{unchecked})"
 
     def __call__(self, pos: Tensor, neg: Tensor, reduction: str = "mean", **extra: Tensor) -> Tensor:
+        """The single entry point of every loss: checks the inputs, upcasts half precision, reduces."""
         if reduction not in REDUCTIONS:
             raise ValueError(f"loss {self.name!r}: reduction={reduction!r}; allowed: {', '.join(REDUCTIONS)}")
         _check_scores(self.name, pos, neg)
-        rows = _row_losses(
-            self._spec.base, self._params, pos, neg, _log_q(self.name, self._spec.base, pos, neg, extra)
-        )
+        log_q = _log_q(self.name, self._spec.base, pos, neg, extra)
+        if self.check_finite:
+            _check_finite(self.name, {"pos": pos, "neg": neg, **extra})
+        if pos.dtype in _HALF:  # e^a, s^2 and 1 / tau overflow half precision long before |s| = 1e4
+            pos, neg = pos.float(), neg.float()
+            log_q = None if log_q is None else (log_q[0].float(), log_q[1].float())
+        rows = _row_losses(self._spec.base, self._params, pos, neg, log_q)
         if reduction == "none":
             return rows
         return rows.mean() if reduction == "mean" else rows.sum()
 
 
-def make(name: str, **params: float) -> Loss:
+def make(name: str, *, check_finite: bool = True, **params: float) -> Loss:
     """Return the loss ``name`` configured with ``params`` (others take their :data:`DEFAULTS`).
 
     The result is called as ``fn(pos (B,), neg (B, N), reduction='mean'|'none'|'sum', **extra)``; ``extra`` is
     only ``log_q_pos`` (B,) / ``log_q_neg`` (B, N) for ``softmax``. Unknown name, unknown parameter or a value
     out of range raise ValueError naming it and what is allowed. Formulas: shared/spec/losses.md; chapter
     02_losses.
+
+    Every call checks that its tensors are finite (one ``torch.isfinite(...).all()``, which waits for the
+    device) and raises ValueError naming the tensor and how many entries are NaN or inf. A trusted caller that
+    checks its results itself (the training engine watches each epoch's mean loss) may pass
+    ``check_finite=False`` (or set the ``check_finite`` attribute) to skip it; non-finite scores then give
+    non-finite losses. float16 / bfloat16 scores are computed, and the loss returned, in float32.
     """
     spec = _spec(name)
     unknown = sorted(set(params) - set(spec.defaults))
@@ -313,7 +332,7 @@ def make(name: str, **params: float) -> Loss:
         )
         for param, default in spec.defaults.items()
     }
-    return Loss(name, checked, spec)
+    return Loss(name, checked, spec, check_finite=bool(check_finite))
 
 
 def _describe(tensor: Any) -> str:
@@ -338,6 +357,20 @@ def _check_scores(name: str, pos: Any, neg: Any) -> None:
             f"loss {name!r}: pos and neg must be floating tensors of one dtype on one device; "
             f"got pos {_describe(pos)}, neg {_describe(neg)}"
         )
+
+
+def _check_finite(name: str, tensors: dict[str, Tensor]) -> None:
+    """ValueError naming the first of ``tensors`` holding NaN or inf and its count (one sync when all are
+    finite)."""
+    if bool(torch.stack([torch.isfinite(tensor).all() for tensor in tensors.values()]).all()):
+        return
+    for what, tensor in tensors.items():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise ValueError(
+                f"loss {name!r}: {what} holds {bad} non-finite entries (NaN or inf) of {tensor.numel()} "
+                f"(shape {tuple(tensor.shape)})"
+            )
 
 
 def _log_q(

@@ -8,7 +8,9 @@ item ranked ``r`` (0-based) for user ``u`` is a test item". Definitions (LightGC
 * ndcg@K = DCG / IDCG with binary gains: DCG = sum over hits of 1 / log2(r + 2), IDCG = the DCG of
   min(|test|, K) hits at ranks 0, 1, ...
 
-Averages are over users with a non-empty test set.
+Averages are over users with a non-empty test set. Scores must be finite: NaN (which ``torch.topk`` ranks
+first) or +-inf raise ValueError naming the count and the first user; remove items from a ranking with
+``exclude`` (the -inf masking is internal).
 """
 
 from __future__ import annotations
@@ -49,6 +51,26 @@ def _as_rows(rows: sp.spmatrix | sp.sparray | Sequence[Sequence[int]], shape: tu
         matrix = sp.csr_matrix((np.ones(len(items), dtype=np.float32), items, indptr), shape=shape)
     matrix.sum_duplicates()
     return matrix
+
+
+def _check_finite(scores: torch.Tensor, users: np.ndarray | None = None) -> None:
+    """ValueError if ``scores`` (B, I) holds NaN or +-inf: the count and the first affected user (``users[row]``
+    for row of ``scores``, or the row itself). Called on the scores as given, before the internal -inf mask."""
+    # NaN and inf make the sum non-finite: one reduction (far cheaper than isfinite's full-size temporary on
+    # CPU); a sum that merely overflows is then cleared by the exact count.
+    if not scores.is_floating_point() or bool(torch.isfinite(scores.sum())):
+        return
+    bad = ~torch.isfinite(scores)
+    if not bad.any():
+        return
+    row, item = divmod(int(torch.argmax(bad.flatten().to(torch.uint8))), scores.shape[1])
+    user = row if users is None else int(users[row])
+    what = "scores" if users is None else f"score_fn's scores for a batch of {len(users)} users"
+    raise ValueError(
+        f"{what} hold {int(bad.sum())} non-finite entries (NaN or inf) of {scores.numel()} (shape "
+        f"{tuple(scores.shape)}); first at user {user}, item {item}: {scores[row, item].item()}. A NaN would be "
+        "ranked first; leave items out of the ranking with exclude / the train matrix, not with -inf"
+    )
 
 
 def _entries(matrix: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,6 +159,7 @@ def topk_metrics(
     shape = (int(scores.shape[0]), int(scores.shape[1]))
     test_rows = _as_rows(test, shape, "test")
     exclude_rows = None if exclude is None else _as_rows(exclude, shape, "exclude")
+    _check_finite(scores)
     if not scores.is_floating_point():
         scores = scores.double()
     elif exclude_rows is not None:
@@ -155,8 +178,11 @@ def _canonical(matrix: sp.spmatrix, what: str, shape: tuple[int, int] | None = N
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(
+            f"eval batch_size={batch_size!r}: the number of users scored per call of score_fn (TrainConfig's "
+            "eval_batch_size) must be an integer >= 1"
+        )
 
 
 def _scores_for(score_fn: ScoreFn, users: np.ndarray, n_items: int) -> torch.Tensor:
@@ -166,6 +192,7 @@ def _scores_for(score_fn: ScoreFn, users: np.ndarray, n_items: int) -> torch.Ten
             f"score_fn returned shape {tuple(scores.shape)} for {len(users)} users; "
             f"expected {(len(users), n_items)}"
         )
+    _check_finite(scores, users)
     return scores if scores.is_floating_point() else scores.double()
 
 
