@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from recloss_lite.core import data, hdccf, losses, metrics
+from recloss_lite.core.training import HDCCFTrainable, TrainConfig, epoch_generator, fit
 from recloss_lite.experiments import ablations
 
 TAU = 0.5
@@ -228,22 +229,24 @@ def test_trains_on_movielens_and_beats_random(movielens):
     ds, train, valid, test = movielens
     # random ranking: HR@10 = 0.1 (standard error about 0.01 over 943 users)
     for modulation, max_batches, at_least in ((False, 150, 0.2), (True, 80, 0.15)):
-        model = hdccf.HDCCF(ds.n_users, ds.n_items, dim=16, num_positives=2, modulation=modulation, seed=0)
-        history = hdccf.fit_hdccf(model, train, valid, epochs=1, lr=2e-2, batch_size=128, max_batches=max_batches)
-        assert history[0]["loss"] > 0 and math.isfinite(history[0]["loss"])
+        config = TrainConfig(model="hdccf", dim=16, lr=2e-2, batch_size=128,
+                             model_params={"num_positives": 2, "modulation": modulation})
+        trainable = HDCCFTrainable(config, train, ds.n_users, ds.n_items, max_batches=max_batches)
+        loss = trainable.train_epoch(epoch_generator(0, 1), None)
+        assert loss > 0 and math.isfinite(loss)
+        model = trainable.model
         result = metrics.leave_one_out_metrics(model.scores, train + valid, test, ks=(10,), num_candidates=100)
         assert result["hr@10"] > at_least, (modulation, result)
 
 
 def test_time_budget_stops_inside_the_first_epoch(ml100k) -> None:
-    model = hdccf.HDCCF(ml100k.n_users, ml100k.n_items, dim=8, seed=0)
-    seen = []
-    history = hdccf.fit_hdccf(model, ml100k.train, epochs=5, lr=1e-2, batch_size=128, max_seconds=1e-9,
-                              evaluate_fn=lambda current: seen.append(1) or {"hr@10": 0.0})
-    assert len(history) == 1 and seen == [1]  # one partial epoch, still evaluated
-    assert history[0]["loss"] > 0  # the first batch ran before the budget check stopped the epoch
+    config = TrainConfig(model="hdccf", dim=8, lr=1e-2, batch_size=128, epochs=5, max_seconds=1e-9)
+    result, _ = fit(config, ml100k, progress=False)
+    assert result["epochs"] == 1 and result["stop_reason"] == "time budget"  # one partial epoch, still evaluated
+    assert "valid" in result["history"][0]
+    assert result["history"][0]["loss"] > 0  # the first batch ran before the budget check stopped the epoch
     with pytest.raises(ValueError, match="max_seconds"):
-        hdccf.fit_hdccf(model, ml100k.train, max_seconds=0)
+        TrainConfig(model="hdccf", max_seconds=0)
 
 
 def test_recorded_ablation_run_round_trip(ml100k, tmp_path, capsys):

@@ -20,8 +20,7 @@ negative score negative.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -561,73 +560,3 @@ def _rows(table: torch.nn.Parameter, ids: Tensor) -> Tensor:
     """Rows ``ids`` of an embedding table whose gradient is sparse (only those rows): the tables step with
     torch.optim.SparseAdam, so a step costs the batch's rows, not the whole table."""
     return torch.nn.functional.embedding(ids, table, sparse=True)
-
-
-def fit_hdccf(model: HDCCF, train: sp.spmatrix, valid: sp.spmatrix | None = None, epochs: int = 20,
-              lr: float = 1e-3, batch_size: int = 256, patience: int = 3, seed: int = 0,
-              evaluate_fn: Callable[[HDCCF], dict[str, float]] | None = None, key: str = "hr@10",
-              max_batches: int | None = None, progress: bool = False,
-              max_seconds: float | None = None) -> list[dict]:
-    """Train ``model`` with Adam on ``train``; early stopping on ``key`` of the validation metrics. Chapter 10.
-
-    Each epoch is one pass of :meth:`HDCCF.make_batches` (at most ``max_batches`` batches) seeded from (seed,
-    epoch); the embedding tables step with lazy Adam (torch.optim.SparseAdam: only the rows a batch touches, as
-    the MF trainer's RowAdam), the modulator with Adam. ``evaluate_fn(model) -> dict`` is called after each epoch;
-    by default it is leave-one-out HR@10 / NDCG@10 with 100 sampled candidates on ``valid`` (None and no
-    ``evaluate_fn``: no evaluation, no early stopping). Training stops after ``patience`` epochs without
-    improvement, or once ``max_seconds`` of training and validation have passed (checked every batch; the partial
-    epoch is still evaluated), and the best epoch's weights are restored. Returns the history: one dict per epoch
-    with ``epoch``, ``loss``, ``seconds``, ``valid``.
-    """
-    if epochs < 1 or patience < 1:
-        raise ValueError(f"epochs={epochs}, patience={patience}: both must be >= 1")
-    if max_seconds is not None and not max_seconds > 0:
-        raise ValueError(f"max_seconds={max_seconds}: allowed range is > 0 or None")
-    run_started = time.perf_counter()
-    if evaluate_fn is None and valid is not None:
-        def evaluate_fn(current: HDCCF) -> dict[str, float]:
-            return metrics.leave_one_out_metrics(current.scores, train, valid, ks=(10,), num_candidates=100,
-                                                 seed=seed)
-    tables = [value for name, value in model.named_parameters() if name.endswith(("_embedding", "_factor"))]
-    dense = [value for name, value in model.named_parameters() if not name.endswith(("_embedding", "_factor"))]
-    optimizers = [torch.optim.SparseAdam(tables, lr=lr)] + ([torch.optim.Adam(dense, lr=lr)] if dense else [])
-    history: list[dict] = []
-    best_value, best_state, stale = -math.inf, None, 0
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        total, count = 0.0, 0
-        batches = model.make_batches(train, batch_size, generator)
-        if progress:
-            from tqdm.auto import tqdm
-            batches = tqdm(batches, desc=f"epoch {epoch}", leave=False, mininterval=1.0)
-        for number, batch in enumerate(batches):
-            if max_batches is not None and number >= max_batches:
-                break
-            loss = model.batch_loss(batch)
-            for optimizer in optimizers:
-                optimizer.zero_grad()
-            loss.backward()
-            for optimizer in optimizers:
-                optimizer.step()
-            total += float(loss.detach()) * len(batch.users)
-            count += len(batch.users)
-            if max_seconds is not None and time.perf_counter() - run_started >= max_seconds:
-                break  # the budget ends inside the epoch: evaluate what was trained, then stop
-        mean_loss = total / max(count, 1)
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(f"epoch {epoch}: training loss is {mean_loss}; lower lr={lr}")
-        entry = {"epoch": epoch, "loss": mean_loss, "seconds": time.perf_counter() - started}
-        if evaluate_fn is not None:
-            entry["valid"] = evaluate_fn(model)
-            if entry["valid"][key] > best_value:
-                best_value, stale = entry["valid"][key], 0
-                best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
-            else:
-                stale += 1
-        history.append(entry)
-        if stale >= patience or (max_seconds is not None and time.perf_counter() - run_started >= max_seconds):
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return history

@@ -61,10 +61,13 @@ class NegativeSampler:
         shared: one set of N negatives for the whole batch instead of N per row.
         alpha: popularity exponent (0 = uniform, 1 = proportional to popularity; word2vec uses 0.75).
         candidates: uniform draws per negative that ``dns`` picks the hardest from (1 = plain uniform).
+        device: where the draws are made and returned (with a generator on the same device): on a GPU the whole
+            sampling stays there.
     """
 
     def __init__(self, train: sp.csr_matrix, kind: str = "uniform", num_negatives: int = 1,
-                 shared: bool = False, alpha: float = 0.75, candidates: int = 4) -> None:
+                 shared: bool = False, alpha: float = 0.75, candidates: int = 4,
+                 device: torch.device | str = "cpu") -> None:
         if kind not in KINDS:
             raise ValueError(f"sampler={kind!r}: allowed values are {KINDS}")
         if num_negatives < 1:
@@ -77,7 +80,7 @@ class NegativeSampler:
         if not 0.0 <= alpha <= 2.0:
             raise ValueError(f"alpha={alpha}: allowed range is [0, 2]")
         self.kind, self.num_negatives, self.shared, self.alpha = kind, num_negatives, shared, alpha
-        self.candidates = candidates
+        self.candidates, self.device = candidates, torch.device(device)
         self.n_users, self.n_items = train.shape
         counts = np.asarray(train.sum(axis=0), dtype=np.float64).ravel()
         if kind in ("popularity", "in-batch"):
@@ -88,19 +91,19 @@ class NegativeSampler:
             weights = np.ones(self.n_items)
         probabilities = weights / weights.sum()
         with np.errstate(divide="ignore"):
-            self.log_probabilities = torch.from_numpy(np.log(probabilities)).float()
-        self.cdf = torch.from_numpy(np.cumsum(probabilities)).double()
+            self.log_probabilities = torch.from_numpy(np.log(probabilities)).float().to(self.device)
+        self.cdf = torch.from_numpy(np.cumsum(probabilities)).double().to(self.device)
         if kind == "uniform-exclude":
             train = train.tocsr()
             rows = entry_rows(train)
-            self.interaction_keys = torch.from_numpy(np.sort(rows * self.n_items + train.indices))
-            self.items_per_user = torch.from_numpy(np.diff(train.indptr))
+            self.interaction_keys = torch.from_numpy(np.sort(rows * self.n_items + train.indices)).to(self.device)
+            self.items_per_user = torch.from_numpy(np.diff(train.indptr)).to(self.device)
 
     def _draw(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
         if self.kind == "popularity":
-            uniforms = torch.rand(shape, generator=generator, dtype=torch.float64)
+            uniforms = torch.rand(shape, generator=generator, dtype=torch.float64, device=self.device)
             return torch.searchsorted(self.cdf, uniforms).clamp_(max=self.n_items - 1)
-        return torch.randint(0, self.n_items, shape, generator=generator)
+        return torch.randint(0, self.n_items, shape, generator=generator, device=self.device)
 
     def _interacted(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         keys = users.unsqueeze(1) * self.n_items + items

@@ -13,15 +13,12 @@ HR@10 (100 sampled candidates) and is scored on the test item among 100 candidat
 
 from __future__ import annotations
 
-import time
-from datetime import datetime, timezone
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..core import data, hdccf, metrics
-from ..core.training import git_commit, matrix_checksum
+from ..core import data, hdccf, metrics, training
+from ..core.training import TrainConfig
 from . import results
 
 DATASET = "ml-100k"
@@ -56,11 +53,12 @@ def split(dataset: data.Dataset | None = None) -> dict[str, sp.csr_matrix]:
     return {"train": train, "valid": valid, "test": test, "seen": train + valid}
 
 
-def evaluate(model, parts: dict[str, sp.csr_matrix], seed: int = 0) -> dict[str, float]:
-    """:data:`METRICS` of ``model`` on the test item, among 100 sampled candidates and among all items."""
-    sampled = metrics.leave_one_out_metrics(model.scores, parts["seen"], parts["test"], ks=(10, 50),
+def evaluate(score_fn, parts: dict[str, sp.csr_matrix], seed: int = 0) -> dict[str, float]:
+    """:data:`METRICS` of a model's ``score_fn`` on the test item, among 100 sampled candidates and among all
+    items."""
+    sampled = metrics.leave_one_out_metrics(score_fn, parts["seen"], parts["test"], ks=(10, 50),
                                             num_candidates=100, seed=seed)
-    full = metrics.leave_one_out_metrics(model.scores, parts["seen"], parts["test"], ks=(10, 50),
+    full = metrics.leave_one_out_metrics(score_fn, parts["seen"], parts["test"], ks=(10, 50),
                                          num_candidates=None)
     return {key: sampled[key] if key in sampled else full[key.removesuffix(" all items")] for key in METRICS}
 
@@ -95,31 +93,28 @@ def run(variant: str, parts: dict[str, sp.csr_matrix] | None = None, max_batches
     unknown = sorted(set(changes) - set(SETTINGS))
     if unknown:
         raise ValueError(f"changes {unknown}: allowed keys are {sorted(SETTINGS)}")
-    started, commit = time.perf_counter(), git_commit()
     parts = parts if parts is not None else split()
     settings = {**SETTINGS, **changes}
     model_params = {**MODEL, **VARIANTS[variant]}
+    config = TrainConfig(dataset=DATASET, model="hdccf", dim=model_params.pop("dim"), model_params=model_params,
+                         lr=settings["lr"], batch_size=settings["batch_size"], epochs=settings["epochs"],
+                         patience=settings["patience"], seed=settings["seed"], ks=(10,))
+    seed = settings["seed"]
+    protocol = training.Evaluation(
+        fit_train=parts["train"], key="hr@10", test=lambda score_fn: evaluate(score_fn, parts, seed),
+        validate=lambda score_fn: metrics.leave_one_out_metrics(score_fn, parts["train"], parts["valid"], ks=(10,),
+                                                                num_candidates=100, seed=seed))
     n_users, n_items = parts["train"].shape
-    model = hdccf.HDCCF(n_users, n_items, seed=settings["seed"], **model_params)
-    history = hdccf.fit_hdccf(model, parts["train"], parts["valid"], epochs=settings["epochs"], lr=settings["lr"],
-                              batch_size=settings["batch_size"], patience=settings["patience"],
-                              seed=settings["seed"], max_batches=max_batches)
-    best = max(history, key=lambda entry: entry["valid"]["hr@10"])
-    positives, negatives = candidate_scores(model, parts, settings["seed"])
+    dataset = data.Dataset(DATASET, parts["seen"], parts["test"], n_users, n_items)
+    result, model = training.fit(config, dataset, progress=False, evaluation=protocol, max_batches=max_batches)
+    positives, negatives = candidate_scores(model, parts, seed)
     shares = {name: masses.tolist() for name, masses in hdccf.score_histograms(positives, negatives, BINS).items()}
     planned = not changes and max_batches is None
-    result = {
-        "dataset": DATASET, "model": "hdccf", "loss": None,
-        "params": {"variant": variant, "model": model_params, **settings, "max_batches": max_batches},
-        "metrics": evaluate(model, parts, settings["seed"]), "valid_metrics": best["valid"],
-        "best_epoch": best["epoch"], "epochs": len(history), "history": history,
-        "seconds": time.perf_counter() - started,
-        "command": command(variant) if planned else f"ablations.run({variant!r}, max_batches={max_batches}, "
-                                                     f"**{changes!r}) (not the recorded plan)",
-        "commit": commit, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data_checksum": matrix_checksum(parts["seen"], parts["test"]),
-        "histograms": shares, "overlap": hdccf.score_overlap(positives, negatives, BINS),
-    }
+    result.update(
+        params={"variant": variant, **result["params"], "max_batches": max_batches},
+        command=command(variant) if planned else f"ablations.run({variant!r}, max_batches={max_batches}, "
+                                                 f"**{changes!r}) (not the recorded plan)",
+        histograms=shares, overlap=hdccf.score_overlap(positives, negatives, BINS))
     return result, model
 
 

@@ -2,6 +2,8 @@
 
 * ``bpr_epoch_s``: one MF-BPR epoch over the whole training set (1 uniform negative per positive, batch 2048).
 * ``shared800_epoch_s``: one epoch with 800 negatives shared by each batch (InfoNCE, cosine, batch 2048).
+* ``rowwise800_epoch_s``: one epoch with 800 negatives per row (MINE+, cosine, batch 1024: the SimpleX / BSL
+  layout); on the CPU 8 batches are timed and scaled to the epoch.
 * ``eval_s``: full-ranking evaluation (Recall/NDCG@20) of every test user.
 * ``ials_iter_s``: one iALS iteration (users then items, 64 factors), when :mod:`recloss_lite.core.linear` provides it.
 * ``hdccf_batch_s`` / ``hdccf_modulated_batch_s``: one HDCCF training step (sampling with its masks, loss,
@@ -20,9 +22,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..core import data, hdccf, kernels, linear, losses, metrics
+from ..core import data, kernels, linear, metrics
 from ..core.models import MF
-from ..core.training import RowAdam, TrainConfig, config_sampler, epoch_generator, interaction_pairs, train_epoch
+from ..core.training import HDCCFTrainable, MFTrainable, TrainConfig, epoch_generator
 
 
 def _median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -35,27 +37,33 @@ def _median_seconds(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def epoch_seconds(dataset: data.Dataset, config: TrainConfig, repeats: int = 3) -> float:
-    """Median wall time of one training epoch of MF on ``dataset.train`` with ``config``."""
-    users, items = interaction_pairs(dataset.train)
-    model = MF(dataset.n_users, dataset.n_items, config.dim, config.similarity, seed=config.seed).to(config.device)
-    optimizer = RowAdam(model.weight, config.lr)
-    loss_fn = losses.make(config.loss, **config.loss_params)
-    sampler = config_sampler(dataset.train, config)
+def epoch_seconds(dataset: data.Dataset, config: TrainConfig, repeats: int = 3, batches: int | None = None) -> float:
+    """Median wall time of one training epoch of MF on ``dataset.train`` with ``config``, as the driver runs it
+    (:class:`MFTrainable` on ``config.device``). With ``batches``, only that many batches of the shuffled pairs
+    are timed and the time is scaled to the whole epoch (for epochs of minutes)."""
+    trainable = MFTrainable(config, dataset.train, dataset.n_users, dataset.n_items)
+    scale = 1.0
+    if batches is not None and batches * config.batch_size < len(trainable.users):
+        pairs = batches * config.batch_size
+        scale = len(trainable.users) / pairs
+        keep = torch.randperm(len(trainable.users), generator=torch.Generator().manual_seed(0))[:pairs]
+        trainable.users, trainable.items = (part[keep.to(part.device)] for part in (trainable.users, trainable.items))
     counter = iter(range(1, 10_000))
-    return _median_seconds(lambda: train_epoch(model, optimizer, loss_fn, sampler, users, items, config,
-                                               epoch_generator(config.seed, next(counter))), repeats)
+    return scale * _median_seconds(lambda: trainable.train_epoch(
+        epoch_generator(config.seed, next(counter), config.device), None), repeats)
 
 
 def hdccf_batch_seconds(dataset: data.Dataset, modulation: bool, batches: int = 20, batch_size: int = 256,
                         num_positives: int = 2) -> float:
     """Seconds per HDCCF training step on ``dataset.train``: (time of 1 + ``batches`` steps - time of 1 step) /
     ``batches``, so the one-off set-up of the sampler (membership tables) is not counted."""
+    config = TrainConfig(dataset=dataset.name, model="hdccf", batch_size=batch_size,
+                         model_params={"tau": 0.5, "num_positives": num_positives, "modulation": modulation})
+
     def steps(count: int) -> float:
-        model = hdccf.HDCCF(dataset.n_users, dataset.n_items, tau=0.5, num_positives=num_positives,
-                            modulation=modulation)
+        trainable = HDCCFTrainable(config, dataset.train, dataset.n_users, dataset.n_items, max_batches=count)
         start = time.perf_counter()
-        hdccf.fit_hdccf(model, dataset.train, epochs=1, batch_size=batch_size, max_batches=count)
+        trainable.train_epoch(epoch_generator(config.seed, 1), None)
         return time.perf_counter() - start
 
     return max(steps(1 + batches) - steps(1), 0.0) / batches
@@ -80,6 +88,9 @@ def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu",
     shared = TrainConfig(dataset=name, loss="infonce", similarity="cosine", batch_size=2048, num_negatives=800,
                          shared_negatives=True, device=device)
     report("shared800_epoch_s", epoch_seconds(dataset, shared, repeats))
+    rowwise = TrainConfig(dataset=name, loss="mine+", similarity="cosine", batch_size=1024, num_negatives=800,
+                          device=device)
+    report("rowwise800_epoch_s", epoch_seconds(dataset, rowwise, 1, batches=8 if device == "cpu" else None))
     model = MF(dataset.n_users, dataset.n_items, 64).to(device)
     report("eval_s", _median_seconds(lambda: metrics.evaluate(lambda u: model.scores(u.to(device)).cpu(),
                                                               dataset.train, dataset.test), repeats))

@@ -12,11 +12,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..core import data, losses
 from ..core.sampling import KINDS
-from ..core.training import MODELS, TrainConfig, fit
+from ..core.training import MODELS, TrainConfig, fit, write_json_atomic
 from . import reproduce
 from .presets import LINEAR_PRESETS, preset
 
@@ -35,13 +36,18 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="iALS/EASE/HDCCF setting, repeatable: e.g. l2=80 (EASE), alpha=2 (iALS), "
                         "num_positives=4 or modulation=false (HDCCF)")
     for name in ("dim", "num_negatives", "batch_size", "epochs", "eval_every", "patience", "seed",
-                 "eval_batch_size", "candidates"):
+                 "eval_batch_size", "candidates", "warmup_epochs"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
                             help=f"default: the loss's preset, else {fields[name].default}")
-    for name in ("lr", "lr_decay", "l2", "valid_fraction", "init_std", "pop_alpha", "max_seconds"):
+    for name in ("lr", "lr_decay", "l2", "valid_fraction", "init_std", "pop_alpha", "max_seconds", "dropout"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None,
                             help=f"default: the loss's preset, else {fields[name].default}")
     parser.add_argument("--similarity", choices=["dot", "cosine"], default=None)
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                        help="the rate over the epochs (after any --warmup-epochs); default constant")
+    parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                        help="after choosing the epoch on validation, retrain on the whole training set for that "
+                        "many epochs and test that model (the selected model's test metrics are kept too)")
     parser.add_argument("--sampler", choices=list(KINDS), default=None,
                         help="negatives: dns = the highest-scored of --candidates uniform draws")
     parser.add_argument("--shared-negatives", action=argparse.BooleanOptionalAction, default=None,
@@ -102,22 +108,62 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    out_dir = Path(args.out) if args.out else Path("runs") / config.run_id()
-    result, _ = fit(config, out_dir=out_dir, resume=args.resume, progress=not args.quiet)
+def _train_one(config: TrainConfig, out_dir: Path, args: argparse.Namespace) -> dict:
+    """Train (or reopen) one run and print its summary; returns the result."""
+    stored = out_dir / "result.json"
+    before = stored.read_text() if stored.is_file() and not args.overwrite else None
+    result, _ = fit(config, out_dir=out_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     summary = {key: result[key] for key in ("dataset", "model", "loss", "metrics", "valid_metrics", "best_epoch",
                                             "epochs", "stop_reason", "seconds")}
     summary["result_file"] = str(out_dir / "result.json")
     if args.json:
         _print_json_line(summary)
+        return result
+    label = f"mf-{config.loss}" if config.model == "mf" else config.model
+    if before is not None and stored.read_text() == before:  # nothing trained: the folder's finished run
+        print(f"{out_dir} holds this finished run (created {result['created']}); its stored result follows "
+              "(--overwrite trains again, --resume with a larger --epochs / --max-seconds continues it)")
+    refit = f", refit {result['refit']['epochs']} epochs on all of train" if result.get("refit") else ""
+    print(f"{config.dataset} {label} (seed {config.seed}): best epoch {result['best_epoch']} of "
+          f"{result['epochs']} ({result['stop_reason']}){refit}, {result['seconds']:.0f} s")
+    for key, value in result["metrics"].items():
+        print(f"  test {key:>14}: {value:.4f}")
+    print(f"  result: {summary['result_file']}")
+    return result
+
+
+def seed_summary(results: list[dict]) -> dict:
+    """Mean and sample standard deviation over seeds of every test (and validation) metric."""
+    def spread(rows: list[dict]) -> dict:
+        out = {}
+        for key in rows[0]:
+            values = np.array([row[key] for row in rows], dtype=np.float64)
+            out[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                        "values": values.tolist()}
+        return out
+
+    return {"seeds": [r["params"]["seed"] for r in results], "metrics": spread([r["metrics"] for r in results]),
+            "valid_metrics": spread([r["valid_metrics"] for r in results if r["valid_metrics"]] or [{}])}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    out_dir = Path(args.out) if args.out else Path("runs") / config.run_id()
+    if not args.seeds:
+        _train_one(config, out_dir, args)
+        return 0
+    results = [_train_one(dataclasses.replace(config, seed=seed), out_dir / f"seed{seed}", args)
+               for seed in args.seeds]
+    summary = seed_summary(results)
+    write_json_atomic(out_dir / "seeds.json", summary)
+    if args.json:
+        _print_json_line({"seeds": summary["seeds"], "metrics": summary["metrics"],
+                          "result_file": str(out_dir / "seeds.json")})
     else:
-        label = f"mf-{config.loss}" if config.model == "mf" else config.model
-        print(f"{config.dataset} {label}: best epoch {result['best_epoch']} of "
-              f"{result['epochs']} ({result['stop_reason']}), {result['seconds']:.0f} s")
-        for key, value in result["metrics"].items():
-            print(f"  test {key:>14}: {value:.4f}")
-        print(f"  result: {summary['result_file']}")
+        print(f"over seeds {summary['seeds']} (mean ± sd):")
+        for key, value in summary["metrics"].items():
+            print(f"  test {key:>14}: {value['mean']:.4f} ± {value['sd']:.4f}")
+        print(f"  summary: {out_dir / 'seeds.json'}")
     return 0
 
 
@@ -143,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model with a loss and evaluate it by full ranking")
     _add_train_options(p)
     p.add_argument("--out", default=None, help="run folder (checkpoint + result.json); default runs/<run id>")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint (a finished "
+                   "run continues only when --epochs or --max-seconds grew)")
+    p.add_argument("--overwrite", action="store_true", help="train again from scratch in a folder that holds a run")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="train once per seed into OUT/seed<N> and summarise mean ± sd in OUT/seeds.json")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -165,9 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"recloss-lite {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"recloss-lite {args.command}: interrupted; each finished epoch is in the run folder's checkpoint: "
+              "rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, MemoryError, FloatingPointError, OverflowError) as error:
+        # Expected failures (bad input, a full disk, too little memory, a diverging run): one line, no traceback.
+        print(f"recloss-lite {args.command}: error: {_message(error)}", file=sys.stderr)
         return 2
+
+
+def _message(error: BaseException) -> str:
+    """One line: the error's own text, or its kind with the file it names where it has no text of its own."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    text = str(error) or type(error).__name__
+    return text if not isinstance(error, (MemoryError, OverflowError)) else f"{type(error).__name__}: {text}"
 
 
 if __name__ == "__main__":
