@@ -233,7 +233,7 @@ class TrainConfig:
         if self.sampler == "dns" and loss.name == "softmax":
             raise ValueError("sampler='dns' has no closed-form sampling probability, which the softmax loss's log-Q "
                              "correction needs: use sampler='uniform' or 'popularity' with loss='softmax'")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+        if self.device not in ("cpu", "cuda") and not (self.device.startswith("cuda:") and self.device[5:].isdigit()):
             raise ValueError(f"device={self.device!r}: allowed values are cpu, cuda, cuda:N")
 
     def to_dict(self) -> dict:
@@ -758,8 +758,11 @@ class RunFolder:
             saved = torch.load(path, map_location=self.config.device, weights_only=True)
             settings = saved["config"]
         except (OSError, EOFError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as error:
-            raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error}); remove it or "
-                             "pass --overwrite to train again") from None
+            why = ("it is damaged or holds more than tensors and plain values, which are never unpickled"
+                   if isinstance(error, pickle.UnpicklingError) else
+                   f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'truncated'}")
+            raise ValueError(f"{path}: not a readable checkpoint ({why}); remove it or pass --overwrite to train "
+                             "again") from None
         differs = self.differences(settings)
         if differs:
             raise ValueError(f"{path}: its configuration differs from this run's in {differs}; use another --out "
@@ -843,9 +846,9 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
     ``overwrite=True`` starts again. ``evaluation`` replaces the full-ranking protocol (:func:`full_ranking`).
     """
     started = time.perf_counter()
+    _check_device(config)
     folder = RunFolder(out_dir, config) if out_dir is not None else None
     stored = folder.open(resume, overwrite) if folder is not None else None
-    _check_device(config)
     dataset = _load_dataset(config, dataset)
     iterative = TRAINABLES[config.model].iterative
     evaluation = evaluation or full_ranking(config, dataset, iterative)

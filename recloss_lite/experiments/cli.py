@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Warnings (a user's own copy of a data set, a fallback to the slower PyTorch path) as one line each.
+    warnings.formatwarning = lambda message, category, *rest: (
+        f"recloss-lite {args.command}: note: {message} ({category.__name__})\n")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     try:
         return args.func(args)

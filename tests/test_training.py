@@ -4,13 +4,13 @@ and the CLI's JSON contract. Real data: ml-100k from ../shared/data."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from recloss_lite.core import losses, training
 from recloss_lite.core.training import RowAdam, TrainConfig, fit
-from recloss_lite.experiments import cli
 
 
 def test_row_adam_matches_torch_adam_when_every_row_is_touched() -> None:
@@ -136,23 +136,6 @@ def test_bad_configuration_is_rejected_before_training(overrides, message) -> No
         _config(**overrides)
 
 
-def test_cli_train_json_last_line(ml100k, tmp_path, capsys) -> None:
-    code = cli.main(["train", "--dataset", "ml-100k", "--loss", "mine+", "--epochs", "2", "--num-negatives", "32",
-                     "--lam", "1.2", "--out", str(tmp_path / "run"), "--json", "--quiet"])
-    assert code == 0
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(last["metrics"]) >= {"recall@20", "ndcg@20"} and 0 < last["metrics"]["recall@20"] < 1
-    saved = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert saved["params"]["loss_params"] == {"lam": 1.2} and saved["params"]["num_negatives"] == 32
-    assert saved["params"]["similarity"] == "cosine"  # the contrastive preset
-
-
-def test_cli_reports_bad_input_as_one_error(capsys) -> None:
-    assert cli.main(["train", "--dataset", "ml-100k", "--loss", "ccl", "--margin", "2"]) == 2
-    err = capsys.readouterr().err
-    assert "margin" in err and "[-1, 1]" in err and "Traceback" not in err
-
-
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
 def test_kernel_and_python_training_give_the_same_model(ml100k, similarity, monkeypatch) -> None:
     config = _config(epochs=2, num_negatives=3, similarity=similarity, eval_every=2)
@@ -174,3 +157,137 @@ def test_pair_scores_same_with_and_without_kernels(ml100k, monkeypatch) -> None:
     fast = model.pair_scores(users, items)
     monkeypatch.setenv("RECLOSS_KERNELS", "0")
     assert torch.allclose(fast, model.pair_scores(users, items), atol=1e-5)
+
+
+# ---- the driver on every model (generated data: these never skip) -------------------------------------------------
+
+def _toy_config(model: str, **overrides) -> TrainConfig:
+    settings = {"dataset": "toy", "model": model, "epochs": 4, "dim": 8, "lr": 1e-2, "batch_size": 128,
+                "patience": 10, "valid_fraction": 0.2}
+    if model == "hdccf":
+        settings["model_params"] = {"modulation": False, "num_positives": 2}
+    return TrainConfig(**{**settings, **overrides})
+
+
+def _interrupt_epoch(monkeypatch, model: str, at: int) -> None:
+    """Make call ``at`` of the model's training epoch raise KeyboardInterrupt, as Ctrl-C would in mid-epoch."""
+    cls, calls = training.TRAINABLES[model], {"n": 0}
+    real = cls.train_epoch
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "train_epoch", interrupted)
+
+
+@pytest.mark.parametrize("model", ["mf", "ials", "hdccf"])
+def test_resume_after_an_interrupted_epoch_equals_the_uninterrupted_run(toy, tmp_path, monkeypatch, model) -> None:
+    config = _toy_config(model)
+    reference, _ = fit(config, toy, progress=False)
+    with monkeypatch.context() as patch:
+        _interrupt_epoch(patch, model, at=3)
+        with pytest.raises(KeyboardInterrupt):
+            fit(config, toy, out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "result.json").exists()
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]["epoch"] == 2
+    with pytest.raises(ValueError, match="holds an unfinished run .*pass --resume"):
+        fit(config, toy, out_dir=tmp_path, progress=False)
+    resumed, _ = fit(config, toy, out_dir=tmp_path, resume=True, progress=False)
+    assert resumed["metrics"] == reference["metrics"]
+    assert [e.get("valid") for e in resumed["history"]] == [e.get("valid") for e in reference["history"]]
+
+
+def test_ease_is_one_closed_form_epoch_and_refits_when_reopened(toy, tmp_path) -> None:
+    config = _toy_config("ease", model_params={"l2": 10.0})
+    result, model = fit(config, toy, out_dir=tmp_path, progress=False)
+    assert (result["epochs"], result["stop_reason"], result["valid_metrics"]) == (1, "closed form", {})
+    assert not (tmp_path / "checkpoint.pt").exists() or torch.load(
+        tmp_path / "checkpoint.pt", weights_only=True)["trainable"] == {}  # the n_items^2 weights are not saved
+    again, reopened = fit(config, toy, out_dir=tmp_path, progress=False)
+    assert again == result and torch.equal(reopened.weights, model.weights)
+
+
+def test_a_finished_run_is_returned_unchanged_and_never_overwritten(toy, tmp_path) -> None:
+    config = _toy_config("mf", epochs=2)
+    result, model = fit(config, toy, out_dir=tmp_path, progress=False)
+    files = {name: (tmp_path / name).read_bytes() for name in ("result.json", "checkpoint.pt")}
+    again, reopened = fit(config, toy, out_dir=tmp_path, progress=False)
+    assert again == result and torch.equal(reopened.weight, model.weight)
+    resumed, _ = fit(config, toy, out_dir=tmp_path, resume=True, progress=False)  # same budget: nothing to do
+    assert resumed == result
+    assert {name: (tmp_path / name).read_bytes() for name in files} == files
+    with pytest.raises(ValueError, match=r"holds a finished run whose configuration differs in \['seed'\]"):
+        fit(_toy_config("mf", epochs=2, seed=1), toy, out_dir=tmp_path, progress=False)
+    assert (tmp_path / "result.json").read_bytes() == files["result.json"]
+    fresh, _ = fit(_toy_config("mf", epochs=2, seed=1), toy, out_dir=tmp_path, overwrite=True, progress=False)
+    assert fresh["params"]["seed"] == 1 and json.loads((tmp_path / "result.json").read_text()) == fresh
+
+
+def test_resume_of_an_early_stopped_run_keeps_its_result_even_with_a_larger_budget(toy, tmp_path) -> None:
+    config = _toy_config("mf", epochs=30, patience=1, lr=0.2)  # a large rate: validation soon stops improving
+    result, _ = fit(config, toy, out_dir=tmp_path, progress=False)
+    assert result["stop_reason"] == "early stopping"
+    again, _ = fit(_toy_config("mf", epochs=60, patience=1, lr=0.2), toy, out_dir=tmp_path, resume=True,
+                   progress=False)
+    assert again == result
+
+
+def test_refit_trains_on_all_of_train_for_the_selected_epochs_and_resumes(toy, tmp_path, monkeypatch) -> None:
+    config = _toy_config("mf", epochs=5, refit=True, lr_schedule="cosine", warmup_epochs=2)
+    reference, _ = fit(config, toy, progress=False)
+    best = reference["best_epoch"]
+    assert reference["refit"]["epochs"] == best and set(reference["selected_metrics"]) == set(reference["metrics"])
+    assert [e["lr"] for e in reference["refit"]["history"]] == [e["lr"] for e in reference["history"][:best]]
+    assert reference["metrics"] != reference["selected_metrics"]  # another model: trained on more data
+    with monkeypatch.context() as patch:
+        _interrupt_epoch(patch, "mf", at=5 + min(best, 2))  # inside the refit
+        with pytest.raises(KeyboardInterrupt):
+            fit(config, toy, out_dir=tmp_path, progress=False)
+    resumed, _ = fit(config, toy, out_dir=tmp_path, resume=True, progress=False)
+    assert resumed["metrics"] == reference["metrics"] and resumed["refit"]["epochs"] == best
+
+
+def test_the_schedule_warms_up_then_follows_the_cosine() -> None:
+    config = _toy_config("mf", epochs=10, lr=0.1, lr_schedule="cosine", warmup_epochs=4)
+    rates = [config.lr_at(epoch) for epoch in range(1, 11)]
+    expected = [0.1 * min(1, e / 4) * 0.5 * (1 + math.cos(math.pi * (e - 1) / 10)) for e in range(1, 11)]
+    assert rates == pytest.approx(expected)
+    assert rates[0] == pytest.approx(0.025) and rates[-1] < 0.003
+
+
+def test_dropout_is_deterministic_and_changes_training(toy) -> None:
+    first, _ = fit(_toy_config("mf", epochs=2, dropout=0.3), toy, progress=False)
+    second, _ = fit(_toy_config("mf", epochs=2, dropout=0.3), toy, progress=False)
+    plain, _ = fit(_toy_config("mf", epochs=2), toy, progress=False)
+    assert [e["loss"] for e in first["history"]] == [e["loss"] for e in second["history"]]
+    assert first["history"][0]["loss"] != plain["history"][0]["loss"]
+
+
+@pytest.mark.parametrize(("model", "params", "message"), [
+    ("mf", {"l2": 5}, "model 'mf' takes none"),
+    ("hdccf", {"modulation": "maybe"}, "modulation='maybe' must be true or false"),
+    ("ials", {"l2_typo": 1.0}, "ials has no parameter 'l2_typo'"),
+    ("ease", {"l2": float("inf")}, "l2=inf must be a finite number"),
+    ("ials", {"factors": 2.5}, "factors=2.5 must be an integer"),
+])
+def test_model_parameters_are_checked_by_name_and_type(model, params, message) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        _toy_config(model, model_params=params)
+
+
+@pytest.mark.parametrize("name", ["lr", "l2", "init_std", "max_seconds", "dropout"])
+def test_non_finite_settings_are_refused(name) -> None:
+    with pytest.raises(ValueError, match=f"{name}=inf: must be a finite number"):
+        _toy_config("mf", **{name: float("inf")})
+
+
+def test_the_device_resident_path_runs_with_an_explicit_cpu_device(toy) -> None:
+    result, model = fit(_toy_config("mf", epochs=2, device="cpu", sampler="popularity", loss="softmax",
+                                    similarity="cosine", num_negatives=16), toy, progress=False)
+    assert model.weight.device.type == "cpu" and result["metrics"]["recall@20"] > 20 / toy.n_items
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch.cuda.is_available\\(\\) is False"):
+            fit(_toy_config("mf", device="cuda"), toy, progress=False)
