@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 BUILD ?= book/_build
 
-.PHONY: setup browser book book-fast test lint lab clean
+.PHONY: setup browser book book-fast test test-fast lint lab clean
 .DEFAULT_GOAL := book
 
 $(BIN)/.installed: pyproject.toml
@@ -35,9 +35,15 @@ book-fast: setup
 lint: setup
 	$(BIN)/ruff check recloss_lite tests
 
-# Lint, then every test: unit tests, and the whole book built in fast mode and opened in headless Chromium.
+# Lint, then every test: unit tests, and the whole book built in fast mode and opened in headless Chromium; then the
+# library's tests once more with the compiled kernels switched off (the PyTorch path must pass them too).
 test: setup browser lint
 	$(BIN)/python -m pytest
+	RECLOSS_KERNELS=0 $(BIN)/python -m pytest -q -m "not book" -p no:cacheprovider
+
+# The unit tier: everything but the book build and the slow real-data tests (about a minute).
+test-fast: setup lint
+	$(BIN)/python -m pytest -q -m "not book and not slow"
 
 # JupyterLab with this repository's settings, so the chapters (MyST markdown) open as notebooks.
 lab: setup

@@ -611,7 +611,7 @@ class Evaluation:
 
     fit_train: sp.csr_matrix
     validate: Callable[[ScoreFn], dict] | None
-    test: Callable[[ScoreFn], dict]
+    test: Callable[[ScoreFn], dict] | None  # None: no test metrics (a tuning trial)
     key: str
 
 
@@ -862,7 +862,7 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
         validate=evaluation.validate, key=evaluation.key)
     if best is not None:
         trainable.load_model_state(best)
-    selected = evaluation.test(trainable.scores)
+    selected = evaluation.test(trainable.scores) if evaluation.test is not None else {}
     final, refit = trainable, None
     if config.refit and iterative and state["best_epoch"] > 0:
         lrs = [entry["lr"] for entry in state["history"][:state["best_epoch"]]]
@@ -874,7 +874,7 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
                                          initial={**new_state(), "lrs": lrs}, lrs=lrs)
         refit = {"epochs": refit_state["epoch"], "seconds": refit_state["seconds"],
                  "history": refit_state["history"]}
-    test_metrics = evaluation.test(final.scores) if final is not trainable else selected
+    test_metrics = evaluation.test(final.scores) if final is not trainable and evaluation.test else selected
     result = _result(config, dataset, state, stop_reason, started, test_metrics, selected, refit)
     if folder is not None:
         write_json_atomic(folder.file(RESULT), result)

@@ -1,6 +1,6 @@
 """``recloss-lite``: data statistics, training, benchmarks and the full-scale reproduction (chapter 07_training).
 
-Subcommands: ``data NAME``, ``losses``, ``train``, ``reproduce``, ``bench``. ``train --json`` prints one JSON
+Subcommands: ``data NAME``, ``losses``, ``train``, ``tune``, ``reproduce``, ``bench``. ``train --json`` prints one JSON
 object as its last line, holding at least ``"metrics": {"recall@20": ..., "ndcg@20": ...}``.
 """
 
@@ -168,6 +168,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import RUNS_DIR, parse_grid, successive_halving
+
+    record = successive_halving(config_from_args(args), parse_grid(args.grid), args.first_epochs, args.eta,
+                                results_root=args.results, runs_root=args.runs or RUNS_DIR, progress=not args.quiet)
+    winner = record["winner"]
+    if args.json:
+        _print_json_line(winner)
+    else:
+        print(f"winner on validation: {winner['trial']} (valid {winner['valid']:.4f})\n  {winner['command']}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmarks
 
@@ -198,6 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("tune", help="successive halving over a grid of settings, chosen on validation only; "
+                       "trials stored in book/results/sweeps/<dataset>/tune-<loss>/")
+    _add_train_options(p)
+    p.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
+                   help="values to search, e.g. tau=0.05,0.1 lam=1.1,1.2 lr=1e-3,1e-2 dropout=0,0.1")
+    p.add_argument("--first-epochs", type=int, default=5, help="epochs of the first round (default 5)")
+    p.add_argument("--eta", type=int, default=3, help="keep the best 1/eta each round, eta x the epochs (default 3)")
+    p.add_argument("--results", default=None, help="trials folder (default book/results/sweeps)")
+    p.add_argument("--runs", default=None, help="checkpoint folder (default runs/tune)")
+    p.add_argument("--json", action="store_true", help="print the winner as one JSON line, last")
+    p.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    p.set_defaults(func=cmd_tune)
     p = sub.add_parser("reproduce", help="train every loss (plus iALS, EASE) at full scale into book/results/; "
                        "resumes, skipping finished runs")
     reproduce.add_arguments(p)
