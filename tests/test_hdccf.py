@@ -1,5 +1,5 @@
-"""HDCCF (paper 003): losses against float64 evaluations of the paper's formulas, sampling, Propositions 1-2,
-Theorem 1, and a short training run on ml-100k."""
+"""HDCCF (Yang et al., IJCAI 2022): losses against float64 evaluations of the paper's formulas, sampling,
+Propositions 1-2, Theorem 1, and a short training run on ml-100k."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Tests of recloss_lite.core.losses against naive float64 formulas of shared/spec/losses.md, its identities,
-autograd, extreme scores, bad input and the Monte-Carlo unbiasedness of the debiased estimator."""
+"""Tests of recloss_lite.core.losses against naive float64 formulas of the papers chapter 02_losses cites, its
+identities, autograd, extreme scores, bad input and the Monte-Carlo unbiasedness of the debiased estimator."""
 
 from __future__ import annotations
 

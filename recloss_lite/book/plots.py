@@ -45,23 +45,19 @@ def _grid(rows: int, cols: int, width: float = 3.2, height: float = 2.6) -> tupl
 
 
 def loss_parameters(
-    tau: float = 0.1, eps: float = 0.0, lam: float = 1.1, margin: float = 0.9, neg_weight: float = 150.0
+    tau: float = 0.1, eps: float = 0.0, lam: float = 1.1, margin: float = 0.9, neg_weight: float = 150.0,
+    panels: Sequence[str] = LOSS_PANELS,
 ) -> dict[str, dict[str, float]]:
-    """The parameters each panel's loss is made with: tau for the exp family, eps/lam for InfoNCE+ and MINE+,
-    margin and negative weight for CCL; BPR and MSE keep the library defaults.
+    """The parameters each panel's loss is made with: tau for the temperature family (``losses.EXP_FAMILY``), eps and
+    lam where the loss takes them, margin and negative weight for CCL; BPR and MSE keep the library defaults.
 
-    Chapter 02_losses.
+    Chapter 02_losses (and 04_hardness, with ``panels=GRADIENT_PANELS``).
     """
-    return {
-        "bpr": {},
-        "infonce": {"tau": tau},
-        "infonce+": {"tau": tau, "eps": eps, "lam": lam},
-        "dcl": {"tau": tau},
-        "mine": {"tau": tau},
-        "mine+": {"tau": tau, "lam": lam},
-        "mse": {},
-        "ccl": {"margin": margin, "neg_weight": neg_weight},
-    }
+    from recloss_lite.core import losses
+
+    given = {"tau": tau, "eps": eps, "lam": lam, "margin": margin, "neg_weight": neg_weight}
+    return {name: {key: value for key, value in given.items() if key in losses.defaults(name)
+                   and (name in losses.EXP_FAMILY or name == "ccl")} for name in panels}
 
 
 def loss_curve_data(**parameters: float) -> dict[str, dict[str, np.ndarray]]:
@@ -227,23 +223,6 @@ def claim_sides(claim: theory.Claim) -> Figure:
 # --------------------------------------------------------------------------------------------------
 
 
-def gradient_parameters(
-    tau: float = 0.1, lam: float = 1.1, eps: float = 0.0, margin: float = 0.9, neg_weight: float = 150.0
-) -> dict[str, dict[str, float]]:
-    """The parameters of each gradient panel (same conventions as :func:`loss_parameters`).
-
-    Chapter 04_hardness.
-    """
-    return {
-        "infonce": {"tau": tau},
-        "infonce+": {"tau": tau, "eps": eps, "lam": lam},
-        "mine+": {"tau": tau, "lam": lam},
-        "bpr": {},
-        "mse": {},
-        "ccl": {"margin": margin, "neg_weight": neg_weight},
-    }
-
-
 def gradient_curve_data(**parameters: float) -> dict[str, dict[str, np.ndarray]]:
     """d loss / d s_1 as a function of s_1 (other negatives at :data:`NEGATIVE_SCORES`, s+ = 0.5), for each
     loss of :data:`GRADIENT_PANELS`, by ``losses.negative_gradients``. Chapter 04_hardness."""
@@ -258,7 +237,7 @@ def gradient_curve_data(**parameters: float) -> dict[str, dict[str, np.ndarray]]
             "score": SCORE_GRID,
             "gradient": losses.negative_gradients(name, pos, neg, **params)[:, 0].numpy(),
         }
-        for name, params in gradient_parameters(**parameters).items()
+        for name, params in loss_parameters(**parameters, panels=GRADIENT_PANELS).items()
     }
 
 

@@ -1,4 +1,4 @@
-"""HDCCF: hardness-aware debiased contrastive collaborative filtering (paper 003, Yang et al., IJCAI 2022).
+"""HDCCF: hardness-aware debiased contrastive collaborative filtering (Yang et al., IJCAI 2022).
 
 Chapter 10_hdccf teaches everything in this module. Three layers:
 
@@ -104,15 +104,8 @@ def log_negative_score(neg_logits: Tensor, pos_logits: Tensor, omega_plus: float
     log_mean = masked_log_mean_exp(neg_logits, unobserved)
     if omega_plus == 0.0:
         return log_q + log_mean
-    log_floor = log_q - 1.0 / tau
-    log_pos_part = math.log(omega_plus) + torch.logsumexp(pos_logits, dim=1) - math.log(pos_logits.shape[1])
-    # F~ > floor  <=>  mean > omega^+ mean_pos + omega^- e^{-1/tau}
-    above_floor = log_mean > torch.logaddexp(log_pos_part, torch.full_like(log_mean, math.log1p(-omega_plus)
-                                                                              - 1.0 / tau))
-    gap = torch.where(above_floor, log_pos_part - log_mean, -1.0)  # < 0 on the rows that use it
-    safe_mean = torch.where(above_floor, log_mean, 0.0)
-    unclamped = log_q - math.log1p(-omega_plus) + safe_mean + torch.log(-torch.expm1(gap))
-    return torch.where(above_floor, unclamped, log_floor)
+    log_pos_mean = torch.logsumexp(pos_logits, dim=1) - math.log(pos_logits.shape[1])
+    return log_q + losses.log_debiased_mean(log_mean, log_pos_mean, omega_plus, -1.0 / tau)
 
 
 def user_item_loss(pos_scores: Tensor, neg_user_scores: Tensor, neg_item_scores: Tensor,
@@ -432,7 +425,7 @@ def score_overlap(pos_scores: np.ndarray, neg_scores: np.ndarray, bins: int = 50
 # ----------------------------------------------------------------------------------------------------------------
 
 class HDCCF(torch.nn.Module):
-    """HDCCF (paper 003): MF embeddings p_u, q_i trained with the loss of eq. (6) on batches of eq. (9).
+    """HDCCF (Yang et al., IJCAI 2022): MF embeddings p_u, q_i trained with the loss of eq. (6) on batches of eq. (9).
 
     f(u, i) = (m_ui * p_u) . (m_ui * q_i) with m_ui = sigmoid(g(e_i || e_u || e_i * e_u)) (eqs. (7)-(8)) when
     ``modulation``, else the plain dot product p_u . q_i (the paper's all-ones modulating vector). The paper leaves

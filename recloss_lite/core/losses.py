@@ -1,4 +1,4 @@
-"""Every loss of the contract ``shared/spec/losses.md``: pure functions on score tensors, behind one registry.
+"""Every loss of the contract the papers chapter 02_losses cites: pure functions on score tensors, behind one registry.
 
 A loss sees, for each row b of a batch, the score ``pos[b]`` of an observed (user, item) pair and the scores
 ``neg[b, j]`` of its N sampled negatives. With ``a = s+ / tau`` and ``b_j = s_j / tau`` every loss is one of
@@ -124,6 +124,22 @@ _FORMS: dict[str, _ExpForm | _PlainForm] = {
         weight=lambda params, num_negatives: params["neg_weight"],
     ),
 }
+
+# The taxonomy, exported for the rest of the package (presets, plans, plots, widgets read it from here).
+BASE_LOSSES: tuple[str, ...] = tuple(_BASE_DEFAULTS)
+"""Every base loss, in the book's order; each ``debiased-<base>`` of :data:`DEBIASED_BASES` is also registered."""
+EXP_FAMILY: tuple[str, ...] = tuple(name for name, form in _FORMS.items() if isinstance(form, _ExpForm))
+"""The losses of the form ``-a + lam log(eps e^a + C D[e^b])`` on logits s / tau: the ones with a temperature."""
+DEBIASED_BASES: tuple[str, ...] = _DEBIASED_BASES
+SAMPLED = tuple(name for name in BASE_LOSSES if name != "bpr")
+"""The losses trained with many negatives per positive (the contrastive family, MSE and CCL); BPR takes one."""
+
+
+def base_loss(name: str) -> str:
+    """The base loss of a registered name: ``debiased-mine+`` -> ``mine+`` (chapter 05_debiasing)."""
+    _spec(name)  # unknown names fail here, with the registry's message
+    return name.removeprefix("debiased-")
+
 
 _LI_JIN = "Li & Jin, arXiv 2312.08517 / 2312.08520"
 _STANDARD = (
@@ -307,7 +323,7 @@ def make(name: str, *, check_finite: bool = True, **params: float) -> Loss:
 
     The result is called as ``fn(pos (B,), neg (B, N), reduction='mean'|'none'|'sum', **extra)``; ``extra`` is
     only ``log_q_pos`` (B,) / ``log_q_neg`` (B, N) for ``softmax``. Unknown name, unknown parameter or a value
-    out of range raise ValueError naming it and what is allowed. Formulas: shared/spec/losses.md; chapter
+    out of range raise ValueError naming it and what is allowed. Formulas: the papers chapter 02_losses cites; chapter
     02_losses.
 
     Every call checks that its tensors are finite (one ``torch.isfinite(...).all()``, which waits for the
@@ -398,24 +414,33 @@ def _log_q(
     return log_q_pos, log_q_neg
 
 
-def _log_negative_mean(logits_neg: Tensor, logit_pos: Tensor, tau_plus: float, log_floor: float) -> Tensor:
-    """log E_j[e^{b_j}] (tau_plus = 0) or log D[e^b] (tau_plus > 0) per row, (B, N), (B,) -> (B,).
+def log_debiased_mean(log_mean: Tensor, log_pos_mean: Tensor, weight: float, log_floor: float) -> Tensor:
+    """The positive-unlabeled estimate of a negative mean, in the log domain, per row: (B,), (B,) -> (B,),
 
-    log D = max(log_floor, m + log(1 - tau_plus e^{a - m}) - log(1 - tau_plus)) with m = log E_j[e^{b_j}],
-    all in the log domain (Chuang et al. 2020, Sec. 3). The clamped rows take the constant branch of a double
-    ``where`` so that neither value nor gradient is ever NaN. Chapter 05_debiasing.
+        log max(e^{log_floor}, (e^{log_mean} - weight e^{log_pos_mean}) / (1 - weight)),   0 < weight < 1,
+
+    Chuang et al. 2020's estimator (weight = tau_plus; HDCCF's eqs. (15)-(16) use it with weight = omega^+ and
+    the clamp Q e^{-1/tau}). The clamped rows, and rows whose ``log_mean`` is -inf (an empty mean), take the constant
+    branch of a double ``where`` so that neither value nor gradient is ever NaN. Chapters 05_debiasing, 10_hdccf.
     """
+    log_pos_part = math.log(weight) + log_pos_mean
+    # estimate > floor  <=>  e^m > weight e^p + (1 - weight) e^{log_floor}
+    above_floor = log_mean > torch.logaddexp(
+        log_pos_part, torch.full_like(log_mean, math.log1p(-weight) + log_floor)
+    )
+    gap = torch.where(above_floor, log_pos_part - log_mean, -1.0)  # < 0 on the rows that use it
+    safe_mean = torch.where(above_floor, log_mean, 0.0)
+    unclamped = safe_mean + torch.log(-torch.expm1(gap)) - math.log1p(-weight)
+    return torch.where(above_floor, unclamped, log_floor)
+
+
+def _log_negative_mean(logits_neg: Tensor, logit_pos: Tensor, tau_plus: float, log_floor: float) -> Tensor:
+    """log E_j[e^{b_j}] (tau_plus = 0) or log D[e^b] (tau_plus > 0, :func:`log_debiased_mean`) per row, (B, N),
+    (B,) -> (B,). Chapter 05_debiasing."""
     log_mean = torch.logsumexp(logits_neg, dim=1) - math.log(logits_neg.shape[1])
     if tau_plus == 0.0:
         return log_mean
-    log_pos_part = math.log(tau_plus) + logit_pos
-    # D > floor  <=>  e^m > tau_plus e^a + (1 - tau_plus) e^{log_floor}
-    above_floor = log_mean > torch.logaddexp(
-        log_pos_part, torch.full_like(log_mean, math.log1p(-tau_plus) + log_floor)
-    )
-    gap = torch.where(above_floor, log_pos_part - log_mean, -1.0)  # < 0 on the rows that use it
-    unclamped = log_mean + torch.log(-torch.expm1(gap)) - math.log1p(-tau_plus)
-    return torch.where(above_floor, unclamped, log_floor)
+    return log_debiased_mean(log_mean, logit_pos, tau_plus, log_floor)
 
 
 def _negative_mean(phi_neg: Tensor, phi_pos: Tensor, tau_plus: float) -> Tensor:

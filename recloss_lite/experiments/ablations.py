@@ -1,4 +1,4 @@
-"""HDCCF's ablations (paper 003, figures 2-4) on ml-100k with the leave-one-out protocol, recorded (chapter 10).
+"""HDCCF's ablations (Yang et al., IJCAI 2022, figures 2-4) on ml-100k, leave-one-out protocol, recorded (chapter 10).
 
 ``recloss-lite reproduce --dataset ml-100k --hdccf`` trains every variant of :data:`VARIANTS` that has no result
 file yet and stores it in ``book/results/hdccf-loo/ml-100k/hdccf-<variant>.json`` with the fields of

@@ -7,11 +7,10 @@ exists; an interrupted MF run continues from its checkpoint in ``runs/reproduce/
 Settings (every choice in one place, :func:`plan`):
 
 * MF, every loss but ``bpr``: SimpleX's MF-CCL set-up of the data set (Adam, cosine similarity, 800 negatives
-  drawn uniformly from all items; spec/losses.md), so the losses are compared on one footing, with two deviations
+  drawn uniformly from all items; Mao et al. 2021), so the losses are compared on one footing, with two deviations
   for a 20-minute CPU budget. The batch shares its negatives (one matrix product; SimpleX draws them per row), and
   the step is :data:`CPU_STEP` (batch 1024, lr 1e-2) instead of SimpleX's batch 256, lr 1e-4, which is tuned for
-  hundreds of GPU epochs. Chosen on Gowalla's validation split at equal wall time (MF-CCL, one thread, about 4 min):
-  lr 1e-4 / batch 256 reached valid Recall@20 0.0004 after 5 epochs, lr 1e-3 / 1024 0.138, lr 1e-2 / 1024 0.183.
+  hundreds of GPU epochs (chosen on Gowalla's validation split at equal wall time: book/results/NOTES.md).
   ``ccl`` / ``debiased-ccl``: the published margin and negative weight.
   The exp family (``softmax``, ``infonce``, ``infonce+``, ``dcl``, ``mine``, ``mine+`` and debiased forms) uses
   BSL's tuned temperature t1 (arXiv 2312.12882) as tau; ``mine+`` / ``debiased-mine+`` also its t2 as lam
@@ -31,10 +30,10 @@ Settings (every choice in one place, :func:`plan`):
 * iALS (64 factors, the number of sweeps chosen on validation): on the published data sets :data:`IALS_LARGE`
   (``linear.IALS``'s defaults, unobserved weight 0.01, plain l2 3); on ml-100k Rendle et al. 2021's form
   (confidence 1, frequency-scaled l2 = 0.01, unobserved weight 0.1), which beat ``presets.LINEAR_PRESETS``' there.
-* HDCCF (paper 003, chapter 10_hdccf): the ``recloss-lite train --model hdccf`` preset (M = 256, P = 2, tau 0.5),
+* HDCCF (Yang et al. 2022, chapter 10_hdccf): the ``recloss-lite train --model hdccf`` preset (M = 256, P = 2, tau 0.5),
   the same 20-minute budget, evaluated by full ranking like every other row. On the published data sets without the
   modulated similarity (:data:`HDCCF_LARGE`): it costs O(d^2) per (user, item) pair, and one full-ranking pass over
-  Gowalla (29,858 x 40,981 pairs) took 2,548 s on one thread (measured 2026-11-23), twice the whole budget.
+  Gowalla took twice the whole budget (book/results/NOTES.md).
 * ``ml-100k`` (the book's live chapters): the same losses with 256 shared negatives, batch 1024, lr 3e-2 (1e-2 for
   bpr, whose DNS takes the best of 4 draws there: :data:`SMALL_BPR`; its lr decays as the preset's), 30 epochs,
   EASE l2 500: settings that learn in seconds on a laptop.
@@ -50,25 +49,24 @@ from pathlib import Path
 
 import torch
 
-from ..core import data
+from ..core import data, losses
 from ..core.training import TrainConfig, fit
 from . import ablations, presets, results
 
 LOSSES = ("bpr", "softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "debiased-infonce", "debiased-mine+",
           "mse", "debiased-mse", "ccl", "debiased-ccl")
 RUNS_DIR = Path("runs") / "reproduce"
-# SimpleX authors' MF-CCL configs (spec/losses.md); the plan keeps all but lr and batch (CPU_STEP).
+# SimpleX authors' MF-CCL configs (SimpleX, Mao et al. 2021); the plan keeps all but lr and batch (CPU_STEP).
 SIMPLEX = {
     "gowalla": {"lr": 1e-4, "batch_size": 256, "num_negatives": 800, "margin": 0.9, "neg_weight": 150.0},
     "yelp2018": {"lr": 1e-4, "batch_size": 512, "num_negatives": 800, "margin": 0.9, "neg_weight": 150.0},
     "amazon-book": {"lr": 1e-3, "batch_size": 512, "num_negatives": 1500, "margin": 0.2, "neg_weight": 250.0},
 }
-# BSL's MINE+-form loss for MF with 800 negatives: (t1, t2) -> tau, lam (spec/losses.md).
+# BSL's MINE+-form loss for MF with 800 negatives: (t1, t2) -> tau, lam (SimpleX, Mao et al. 2021).
 BSL = {"gowalla": (0.08, 1.22), "yelp2018": (0.11, 1.10), "amazon-book": (0.14, 1.32)}
 EASE_L2 = {"gowalla": 80.0, "yelp2018": 300.0, "amazon-book": 50.0, "ml-100k": 500.0}
 IALS_SETTINGS = {"alpha": 0.0, "l2": 0.01, "unobserved_weight": 0.1, "reg_exponent": 1.0}  # ml-100k
-# Gowalla-scale data: linear.IALS's defaults (w0 0.01, plain l2 3), the result of a scan on Gowalla. The ml-100k
-# settings above overfit there: best validation after 2 sweeps, test Recall@20 0.038 (measured 2026-11-23).
+# Gowalla-scale data: linear.IALS's defaults (w0 0.01, plain l2 3); the ml-100k settings overfit there (NOTES.md).
 IALS_LARGE = {"alpha": 0.0, "l2": 3.0, "unobserved_weight": 0.01, "reg_exponent": 0.0}
 CPU_STEP = {"lr": 1e-2, "batch_size": 1024}
 HDCCF_LARGE = {"modulation": False}  # see the module docstring: the modulated scores cannot be ranked in budget
@@ -85,19 +83,14 @@ KNOB_SWEEPS: dict[str, tuple[str, str, tuple[float, ...]]] = {
 }
 KNOB_SETTINGS = {"epochs": 15, "patience": 3}
 # MSE's negative weight on the published sets, chosen on Gowalla's validation split from MSE_NEG_WEIGHT_SWEEP and
-# the library default 1 (whose 20-minute run early-stopped at epoch 4 with valid Recall@20 0.121; weight 10: 0.150,
-# 100: 0.139 in 5 minutes). A test checks.
+# the library default 1 (book/results/NOTES.md). A test checks.
 MSE_NEG_WEIGHT_SWEEP = (10.0, 100.0)
 MSE_NEG_WEIGHT = 10.0
 TAU_PLUS_LARGE = 0.001  # argmax of validation Recall@20 over TAU_PLUS_SWEEP for both SWEEP_LOSSES (a test checks)
-BUDGET_SECONDS = 1200.0  # the issue's cost limit: 20 minutes of training and validation per loss on Gowalla
+BUDGET_SECONDS = 1200.0  # 20 minutes of training and validation per loss: the whole plan fits a working day
 SMALL = {"num_negatives": 256, "batch_size": 1024, "lr": 3e-2, "epochs": 30, "eval_every": 1}
-# DNS with 4 candidates, not the preset's 8: a MovieLens user has rated about 6% of the 1,682 items, so the best of
-# many uniform draws is often one of the user's own items. Validation Recall@20 (2026-11-24, with the preset's
-# L2 3e-2): DNS of 4 candidates 0.3206, of 8 0.3061; with L2 1e-2, DNS of 4 0.2945, 4 uniform negatives 0.2929.
-# The preset's lr decay (x0.7 at each validation without a new best) applies here too: 0.3455 with it.
+# DNS with 4 candidates, not the preset's 8: the best of many draws is often one of a MovieLens user's own items.
 SMALL_BPR = {"batch_size": 1024, "lr": 1e-2, "epochs": 30, "eval_every": 1, "candidates": 4, "valid_fraction": 0.1}
-_EXP_FAMILY = ("softmax", "infonce", "infonce+", "dcl", "mine", "mine+")
 
 
 @dataclass(frozen=True)
@@ -167,7 +160,7 @@ def train_command(config: TrainConfig, out_dir: str | Path) -> str:
 
 
 def _mf_run(dataset: str, loss: str, device: str) -> Run:
-    base = loss.removeprefix("debiased-")
+    base = losses.base_loss(loss)
     settings = presets.preset(loss)
     loss_params: dict[str, float] = {}
     if dataset in SIMPLEX:
@@ -191,7 +184,7 @@ def _mf_run(dataset: str, loss: str, device: str) -> Run:
         if base == "mse" and MSE_NEG_WEIGHT != 1.0:
             loss_params["neg_weight"] = MSE_NEG_WEIGHT
             note += f"; negative weight {MSE_NEG_WEIGHT:g} (chosen on validation)"
-        if base in _EXP_FAMILY:
+        if base in losses.EXP_FAMILY:
             t1, t2 = BSL[dataset]
             loss_params["tau"] = t1
             note += f"; BSL t1 = {t1} as tau"
@@ -236,8 +229,8 @@ def plan(dataset: str, device: str = "cpu") -> list[Run]:
     ease_note = "BARS l2" if dataset in SIMPLEX else "l2 of the book's small set-up"
     runs.append(_model_run(dataset, "ease", {"l2": EASE_L2.get(dataset, 500.0)}, ease_note, device))
     budget = {"max_seconds": BUDGET_SECONDS} if dataset in SIMPLEX else {}
-    hdccf_params, hdccf_note = ((HDCCF_LARGE, "HDCCF (paper 003) without modulation, else the CLI preset")
-                                if dataset in SIMPLEX else ({}, "HDCCF (paper 003), the CLI preset"))
+    hdccf_params, hdccf_note = ((HDCCF_LARGE, "HDCCF (Yang et al., IJCAI 2022) without modulation, else the CLI preset")
+                                if dataset in SIMPLEX else ({}, "HDCCF (Yang et al., IJCAI 2022), the CLI preset"))
     runs.append(_model_run(dataset, "hdccf", hdccf_params, hdccf_note + "; full ranking like the rest", device,
                            **budget))
     return runs

@@ -3,19 +3,32 @@
 A run's file is ``book/results/<dataset>/<model>[-<loss>][-<tag>].json`` (iALS and EASE have no loss) with the
 fields of :data:`FIELDS`:
 the test metrics (Recall@20, NDCG@20) of the model chosen on validation, the run's settings and the exact command
-that reproduces it. :data:`PUBLISHED` holds the reference rows of ``shared/spec/losses.md`` (LightGCN paper Table 4
-and the BARS leaderboards, arXiv 2002.02126 / 2205.09626), and :func:`comparison` puts both side by side.
+that reproduces it. :data:`PUBLISHED` holds the published reference rows (LightGCN paper Table 4 and the BARS
+leaderboards, arXiv 2002.02126 / 2205.09626), and :func:`comparison` puts both side by side.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 from ..core.training import REPO_ROOT, write_json_atomic
 
-RESULTS_DIR = REPO_ROOT / "book" / "results"
+RESULTS_ENV = "RECLOSS_RESULTS"
+
+
+def _results_dir() -> Path:
+    """Where results are stored and read: ``$RECLOSS_RESULTS``; else, in a source checkout, its ``book/results``;
+    else (an installed package used from a project folder) ``./book/results``."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    checkout = REPO_ROOT / "book" / "results"
+    return checkout if checkout.is_dir() else Path.cwd() / "book" / "results"
+
+
+RESULTS_DIR = _results_dir()
 FIELDS = ("dataset", "model", "loss", "params", "metrics", "best_epoch", "epochs", "seconds", "command", "commit",
           "created")
 METRICS = ("recall@20", "ndcg@20")
@@ -36,7 +49,7 @@ def _published(label: str, model: str, loss: str | None, source: str,
             for dataset, (recall, ndcg) in values.items()]
 
 
-# Reference results of spec/losses.md: full ranking, LightGCN splits, embedding size 64. ``model``/``loss`` name
+# Published reference results: full ranking, LightGCN splits, embedding size 64. ``model``/``loss`` name
 # the run of :mod:`recloss_lite.experiments.reproduce` that corresponds to the row (LightGCN and SimpleX have none).
 PUBLISHED: list[dict] = [
     *_published("MF-BPR", "mf", "bpr", _BARS, {
