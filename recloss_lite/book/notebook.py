@@ -12,7 +12,8 @@ from pathlib import Path
 
 import matplotlib.figure
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ..core.training import REPO_ROOT
+
 FIGURES = REPO_ROOT / "figures"
 FAST_ENV = "RECLOSS_FAST"
 RECORDS_ENV = "RECLOSS_RECORDS"

@@ -33,10 +33,13 @@ def _torch():
     return torch
 
 
-def _grid(rows: int, cols: int, width: float = 3.2, height: float = 2.6) -> tuple[Figure, np.ndarray]:
+def figure_grid(count: int, cols: int, width: float = 3.2, height: float = 2.6) -> tuple[Figure, np.ndarray]:
+    """A figure with ``count`` panels in rows of at most ``cols`` (each ``width`` x ``height`` inches), and its axes
+    as a flat array: every chapter's multi-panel figure starts here."""
+    rows = max(1, -(-count // cols))
+    cols = min(cols, max(count, 1))
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    return fig, axes
+    return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,7 +94,7 @@ def loss_curves(curves: dict[str, dict[str, np.ndarray]], title: str = "") -> Fi
 
     Chapter 02_losses.
     """
-    fig, axes = _grid(2, 4)
+    fig, axes = figure_grid(8, 4)
     for ax, (name, curve) in zip(axes, curves.items(), strict=True):
         ax.plot(curve["score"], curve["vs_positive"], label="vs $s^+$ (negatives fixed)")
         ax.plot(curve["score"], curve["vs_negative"], "--", label=f"vs $s_1$ ($s^+ = {FIXED_POSITIVE}$)")
@@ -246,7 +249,7 @@ def gradient_curves(curves: dict[str, dict[str, np.ndarray]], title: str = "") -
 
     Chapter 04_hardness.
     """
-    fig, axes = _grid(2, 3)
+    fig, axes = figure_grid(6, 3)
     for ax, (name, curve) in zip(axes, curves.items(), strict=True):
         ax.plot(curve["score"], curve["gradient"])
         for score in NEGATIVE_SCORES[1:]:
@@ -413,7 +416,7 @@ def false_negative_rates(datasets: dict[str, dict]) -> Figure:
 
     Chapter 05_debiasing.
     """
-    fig, axes = _grid(1, len(datasets), width=4.2, height=3.2)
+    fig, axes = figure_grid(len(datasets), len(datasets), width=4.2, height=3.2)
     for ax, (name, data) in zip(axes, datasets.items(), strict=True):
         rates = 100 * data["expected_exclude"]
         ax.hist(rates, bins=40, color="C0", alpha=0.8)
@@ -463,7 +466,7 @@ def debiasing_bias_variance(study: dict[str, Any]) -> Figure:
 
     Chapter 05_debiasing.
     """
-    fig, axes = _grid(1, 2, width=4.4, height=3.4)
+    fig, axes = figure_grid(2, 2, width=4.4, height=3.4)
     labels = {
         "biased": "biased mean",
         "debiased": "debiased (no clamp)",

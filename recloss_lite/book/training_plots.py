@@ -14,13 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..core import data, metrics
-
-
-def _grid(count: int, cols: int, width: float = 3.4, height: float = 2.6) -> tuple[Figure, np.ndarray]:
-    rows = max(1, -(-count // cols))
-    cols = min(cols, max(count, 1))
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+from .plots import figure_grid
 
 
 def score_samples(model, dataset: data.Dataset, max_users: int | None = None,
@@ -96,7 +90,7 @@ def draw_scores(ax, pos: np.ndarray, neg: np.ndarray, title: str, bins: int = 60
 def score_densities(samples: dict[str, tuple[np.ndarray, np.ndarray]], cols: int = 4) -> Figure:
     """One panel per label: the densities of positive vs negative scores and their overlap area (HDCCF fig. 3
     style); chapter 08_score_distributions."""
-    fig, axes = _grid(len(samples), cols)
+    fig, axes = figure_grid(len(samples), cols, width=3.4)
     for ax, (label, (pos, neg)) in zip(axes, samples.items(), strict=False):
         draw_scores(ax, pos, neg, label)
     for ax in axes[len(samples):]:
@@ -109,7 +103,7 @@ def sweeps(studies: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: 
            cols: int = 3) -> Figure:
     """One panel per swept parameter: the metric against the value, the best value marked with a star and named
     in the title (chapter 09_sensitivity). ``studies``: label -> (values, metric values)."""
-    fig, axes = _grid(len(studies), cols)
+    fig, axes = figure_grid(len(studies), cols, width=3.4)
     for ax, (label, (values, scores)) in zip(axes, studies.items(), strict=False):
         best = int(np.argmax(scores))
         ax.plot(values, scores, marker="o", label=label)
