@@ -8,7 +8,7 @@ smallest margin found, and its two sides as functions of N or of the score gap f
 :func:`ials_steps`, :func:`ease_steps` and :func:`debiased_mse_steps`.
 
 The papers of Li & Jin (arXiv 2312.08517 / 2312.08520) could only be read as summaries: every statement here
-is derived from the loss formulas of ``shared/spec/losses.md``, not copied from their text; each claim's
+is derived from the loss formulas of the papers chapter 02_losses cites, not copied from their text; each claim's
 ``source`` says which.
 
 No torch here: the numeric references (:func:`infonce`, :func:`mine`, :func:`infonce_plus`, :func:`bpr`) are
@@ -1198,7 +1198,7 @@ def gradient_table() -> list[GradientRow]:
 
 
 def gradient_steps() -> list[Step]:
-    """The statements of chapter 04_hardness as verifiable steps (HDCCF, paper 003, eqs. (3)-(4))."""
+    """The statements of chapter 04_hardness as verifiable steps (HDCCF, Yang et al. 2022, eqs. (3)-(4))."""
     losses = _row_losses()
     a = POS_SYM / TAU_SYM
     exps = [sp.exp(s / TAU_SYM) for s in NEG_SYMS]
