@@ -19,6 +19,7 @@ negative score negative.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -188,6 +189,11 @@ class HDCCFBatch:
     item_unobserved: Tensor | None = None
     user_not_neighbour: Tensor | None = None
     item_not_neighbour: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> HDCCFBatch:
+        """The same batch with every tensor on ``device`` (sampling runs on the CPU; training may not)."""
+        return HDCCFBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                             for f in dataclasses.fields(self)})
 
     @property
     def negative_users(self) -> Tensor:

@@ -537,7 +537,8 @@ class HDCCFTrainable:
         from .hdccf import HDCCF
 
         self.model = HDCCF(n_users, n_items, dim=config.dim, seed=config.seed, **config.model_params)
-        self.model.to(config.device)
+        self.device = torch.device(config.device)
+        self.model.to(self.device)
         self.train, self.batch_size, self.max_batches = train, config.batch_size, max_batches
         params = dict(self.model.named_parameters())
         tables = [value for name, value in params.items() if name.endswith(("_embedding", "_factor"))]
@@ -556,24 +557,24 @@ class HDCCFTrainable:
                 group["lr"] = value
 
     def train_epoch(self, generator: torch.Generator, deadline: float | None) -> float:
-        total, count = 0.0, 0
+        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0  # summed on the device
         for number, batch in enumerate(self.model.make_batches(self.train, self.batch_size, generator)):
             if self.max_batches is not None and number >= self.max_batches:
                 break
-            loss = self.model.batch_loss(batch)
+            loss = self.model.batch_loss(batch.to(self.device))
             for optimizer in self.optimizers:
                 optimizer.zero_grad()
             loss.backward()
             for optimizer in self.optimizers:
                 optimizer.step()
-            total += float(loss.detach()) * len(batch.users)
+            total += loss.detach() * len(batch.users)
             count += len(batch.users)
             if deadline is not None and time.perf_counter() >= deadline:
                 break  # the budget ends inside the epoch: the driver evaluates what was trained, then stops
-        return total / max(count, 1)
+        return float(total) / max(count, 1)
 
     def scores(self, users: torch.Tensor) -> torch.Tensor:
-        return self.model.scores(users.to(next(self.model.parameters()).device))
+        return self.model.scores(users.to(self.device))
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {name: value.detach().clone() for name, value in self.model.state_dict().items()}
