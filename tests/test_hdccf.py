@@ -11,8 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from recloss_lite.core import data, hdccf, losses, metrics
-from recloss_lite.core.training import HDCCFTrainable, TrainConfig, epoch_generator, fit
-from recloss_lite.experiments import ablations
+from recloss_lite.core.training import HDCCFTrainable, TrainConfig, epoch_generator
 
 TAU = 0.5
 
@@ -239,40 +238,6 @@ def test_trains_on_movielens_and_beats_random(movielens):
         assert result["hr@10"] > at_least, (modulation, result)
 
 
-def test_time_budget_stops_inside_the_first_epoch(ml100k) -> None:
-    config = TrainConfig(model="hdccf", dim=8, lr=1e-2, batch_size=128, epochs=5, max_seconds=1e-9)
-    result, _ = fit(config, ml100k, progress=False)
-    assert result["epochs"] == 1 and result["stop_reason"] == "time budget"  # one partial epoch, still evaluated
-    assert "valid" in result["history"][0]
-    assert result["history"][0]["loss"] > 0  # the first batch ran before the budget check stopped the epoch
-    with pytest.raises(ValueError, match="max_seconds"):
-        TrainConfig(model="hdccf", max_seconds=0)
-
-
-def test_recorded_ablation_run_round_trip(ml100k, tmp_path, capsys):
-    torch.set_num_threads(1)
-    parts = ablations.split(ml100k)
-    assert parts["seen"].nnz == parts["train"].nnz + parts["valid"].nnz
-    result, model = ablations.run("wo-u", parts, max_batches=20, epochs=1)
-    assert model.lambda_user == 0.0 and model.lambda_item == ablations.MODEL["lambda_item"]
-    assert set(result["metrics"]) == set(ablations.METRICS) and 0 < result["metrics"]["hr@10"] <= 1
-    assert "not the recorded plan" in result["command"]  # changed settings never pose as the plan's command
-    masses = result["histograms"]
-    assert len(masses["positive"]) == ablations.BINS and sum(masses["negative"]) == pytest.approx(1.0)
-    assert result["overlap"] == pytest.approx(np.minimum(masses["positive"], masses["negative"]).sum())
-    path = ablations.record(result, tmp_path)
-    assert path == tmp_path / "ml-100k" / "hdccf-wo-u.json"
-    stored = ablations.load(tmp_path)["wo-u"]
-    assert stored["metrics"] == result["metrics"] and stored["valid_metrics"] == result["valid_metrics"]
-    ablations.reproduce(["wo-u"], tmp_path)  # stored: skipped, nothing trained
-    assert "(done)" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="HDCCF variants are"):
-        ablations.reproduce(["nope"], tmp_path)
-    with pytest.raises(ValueError, match="allowed keys"):
-        ablations.run("hdccf", parts, lr_typo=1.0)
-    assert ablations.command("p3") == "recloss-lite reproduce --dataset ml-100k --hdccf --losses p3"
-
-
 @pytest.mark.parametrize("kind", ["entries", "shared"])
 def test_relation_queries_match_the_dense_table(kind, monkeypatch):
     rng = np.random.default_rng(3)
@@ -288,11 +253,3 @@ def test_relation_queries_match_the_dense_table(kind, monkeypatch):
         (matrix @ matrix.T).toarray() > 0)[np.ix_(rows, cols)]
     np.testing.assert_array_equal(dense.grid(rows, cols), expected)
     np.testing.assert_array_equal(sparse.grid(rows, cols), expected)
-
-
-def test_bench_hdccf_step(ml100k):
-    from recloss_lite.experiments import benchmark
-
-    torch.set_num_threads(1)
-    seconds = benchmark.hdccf_batch_seconds(ml100k, modulation=False, batches=3, batch_size=64)
-    assert 0 < seconds < 5  # a step of 64 pairs on ml-100k: milliseconds

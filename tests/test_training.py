@@ -291,3 +291,13 @@ def test_the_device_resident_path_runs_with_an_explicit_cpu_device(toy) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch.cuda.is_available\\(\\) is False"):
             fit(_toy_config("mf", device="cuda"), toy, progress=False)
+
+
+def test_time_budget_stops_inside_the_first_epoch(ml100k) -> None:
+    config = TrainConfig(model="hdccf", dim=8, lr=1e-2, batch_size=128, epochs=5, max_seconds=1e-9)
+    result, _ = fit(config, ml100k, progress=False)
+    assert result["epochs"] == 1 and result["stop_reason"] == "time budget"  # one partial epoch, still evaluated
+    assert "valid" in result["history"][0]
+    assert result["history"][0]["loss"] > 0  # the first batch ran before the budget check stopped the epoch
+    with pytest.raises(ValueError, match="max_seconds"):
+        TrainConfig(model="hdccf", max_seconds=0)

@@ -78,3 +78,33 @@ def test_debiasing_panel_moves_the_estimates():
     assert corrected["debiased_std"] > corrected["biased_std"]  # unbiasedness costs variance
     titles = [ax.get_title() for ax in panel.figure.axes]
     assert any("0.30" in title for title in titles)
+
+
+def _sliders(widget) -> list:
+    """Every widget under ``widget`` (itself included) that has a ``continuous_update`` setting: the sliders."""
+    found = [widget] if widget.has_trait("continuous_update") else []
+    for child in getattr(widget, "children", ()):
+        found += _sliders(child)
+    return found
+
+
+@pytest.mark.parametrize(
+    "make_panel",
+    [widgets.loss_panel, widgets.gradient_panel, lambda: widgets.debiasing_panel(num_trials=200)],
+    ids=["loss", "gradient", "debiasing"],
+)
+def test_panel_sliders_redraw_on_release(make_panel):
+    # Each change recomputes and re-renders the figure (0.3-0.8 s): dragging must not queue a redraw per value.
+    panel = make_panel()
+    sliders = _sliders(panel.widget)
+    assert {id(slider) for slider in sliders} == {id(control) for control in panel.controls.values()}
+    assert [slider.description for slider in sliders if slider.continuous_update] == []
+
+
+def test_training_panel_sliders_sync_on_release(toy):
+    from recloss_lite.book import live_widgets
+
+    panel = live_widgets.TrainingPanel(toy, epochs=1, num_negatives=8, max_users=20)
+    sliders = _sliders(panel.widget)
+    assert sorted(slider.description for slider in sliders) == sorted(d for d, *_ in live_widgets._SLIDERS.values())
+    assert [slider.description for slider in sliders if slider.continuous_update] == []
