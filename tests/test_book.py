@@ -219,7 +219,55 @@ def _check_linear(values: dict) -> None:
     assert values["ials_recall_plain"] > 0.1
 
 
+def _check_data(values: dict) -> None:
+    assert (values["gowalla_users"], values["gowalla_items"], values["gowalla_interactions"]) == (29858, 40981, 1027370)
+    assert values["yelp2018_interactions"] == 1561406 and values["ml100k_interactions"] == 100000
+    assert values["ml100k_random_recall20"] == pytest.approx(values["ml100k_expected_random_recall20"], rel=0.5)
+    assert values["ml100k_mostpop_recall20"] > 5 * values["ml100k_random_recall20"]
+    assert values["gowalla_mostpop_recall20"] > 0.02 and 0 < values["gowalla_top20_share"] < 1
+    # sampled candidates flatter the same model: leave-one-out HR@10 among 100 items >> among all items
+    assert values["ml100k_loo_mostpop_hr10_sampled"] > 3 * values["ml100k_loo_mostpop_hr10_full"]
+
+
+def _check_training(values: dict) -> None:
+    random_recall = 20 / 1682  # ml-100k: 20 of 1,682 items
+    assert values["losses_trained"] == 13
+    assert 5 * random_recall < values["worst_recall"] <= values["best_recall"] < 1
+    assert values["worst_recall"] <= values["bpr_recall"] <= values["best_recall"]
+    assert values["worst_recall"] <= values["mine_plus_recall"] <= values["best_recall"]
+    assert values["gowalla_runs_stored"] >= 16 and values["yelp2018_runs_stored"] >= 16
+
+
+def _check_scores(values: dict) -> None:
+    assert values["losses_trained"] == 13
+    assert 0 < values["smallest_overlap"] <= values["widget_overlap"] <= values["largest_overlap"] < 1
+    assert -1 <= values["rank_correlation"] <= 1 and values["widget_recall"] > 5 * 20 / 1682
+
+
+def _check_sensitivity(values: dict) -> None:
+    assert values["runs"] >= 10 and 0 < values["largest_spread"] < 1
+    assert values["best_lam"] in (1.0, 1.1, 1.2, 1.3, 1.4) and values["best_eps"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert values["best_tau"] in (0.05, 0.1, 0.2, 0.5) and values["best_num_negatives"] in (16, 64, 256, 1024)
+    assert values["best_tau_plus"] in (0.0, 0.05, 0.1, 0.15, 0.2)
+
+
+def _check_hdccf(values: dict) -> None:
+    assert values["eq4_max_error"] < 1e-12
+    slopes = [values[key] for key in ("proposition_slope", "proposition_user_slope", "proposition_item_slope")]
+    assert max(slopes) == pytest.approx(min(slopes), rel=0.05)
+    assert abs(values["theorem1_f_debiased"] - values["theorem1_f_ideal"]) < 4 * values["theorem1_f_debiased_stderr"]
+    assert values["theorem1_f_biased"] > values["theorem1_f_ideal"] + 20 * values["theorem1_f_debiased_stderr"]
+    for key in ("hdccf_hr10", "hdccf_plain_hr10", "mf_bpr_hr10", "mf_infonce_hr10"):
+        assert 0.1 < values[key] < 1, key  # above random: 1 test item among 100 candidates gives HR@10 = 0.1
+    assert 0 < values["overlap_plain"] < 1 and 0 < values["overlap_modulated"] < 1
+
+
 RECORD_CHECKS = {
+    "01_data": _check_data,
+    "07_training": _check_training,
+    "08_score_distributions": _check_scores,
+    "09_sensitivity": _check_sensitivity,
+    "10_hdccf": _check_hdccf,
     "02_losses": _check_losses,
     "03_bounds": _check_bounds,
     "04_hardness": _check_hardness,
