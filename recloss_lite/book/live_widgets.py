@@ -47,6 +47,7 @@ class TrainingPanel(FigureDisplay):
         self.controls: dict[str, Any] = {
             "loss": ipywidgets.Dropdown(options=list(BASE_LOSSES), value=loss, description="loss")}
         initial = {"eps": eps, "lam": lam, "tau_plus": tau_plus}
+        # A slider only sets a value (training, seconds long, waits for the button): it syncs it when released.
         for name, (description, low, high, step) in _SLIDERS.items():
             self.controls[name] = ipywidgets.FloatSlider(value=initial[name], min=low, max=high, step=step,
                                                          description=description, continuous_update=False)
