@@ -43,7 +43,7 @@ def test_record_result_names_missing_fields(tmp_path):
 
 
 def test_published_table_and_comparison(tmp_path):
-    assert len(results.PUBLISHED) == 15 and all(row["source"] for row in results.PUBLISHED)
+    assert len(results.PUBLISHED) == 19 and all(row["source"] for row in results.PUBLISHED)
     ccl = {row["dataset"]: row["metrics"] for row in results.PUBLISHED if row["label"] == "MF-CCL"}
     assert ccl["gowalla"] == {"recall@20": 0.1837, "ndcg@20": 0.1493}
     results.record_result(_result(), root=tmp_path)

@@ -32,12 +32,14 @@ RESULTS_DIR = _results_dir()
 FIELDS = ("dataset", "model", "loss", "params", "metrics", "best_epoch", "epochs", "seconds", "command", "commit",
           "created")
 METRICS = ("recall@20", "ndcg@20")
-OPTIONAL = ("valid_metrics", "stop_reason")  # kept when the result has them (sweeps select on valid_metrics)
+OPTIONAL = ("valid_metrics", "stop_reason", "selected_metrics", "refit", "history")  # kept when the result has
+# them: sweeps select on valid_metrics; a refit run keeps the selected model's test metrics; history draws curves
 SWEEPS_DIR = RESULTS_DIR / "sweeps"  # full-scale sweeps (reproduce.sweep_plan), kept apart from the table's runs
 _NAME_PART = re.compile(r"^[A-Za-z0-9_.+]+(-[A-Za-z0-9_.+]+)*$")
 
 _BARS = "BARS open benchmark (arXiv 2205.09626), leaderboard {}_m1"
 _LIGHTGCN = "LightGCN paper (arXiv 2002.02126), Table 4"
+_BSL = "BSL authors' MF training logs (arXiv 2312.12882; epoch picked on test there)"
 _BARS_NAMES = {"gowalla": "Gowalla", "yelp2018": "Yelp18", "amazon-book": "AmazonBooks"}
 
 
@@ -60,6 +62,10 @@ PUBLISHED: list[dict] = [
         "gowalla": (0.1837, 0.1493), "yelp2018": (0.0698, 0.0572), "amazon-book": (0.0559, 0.0447)}),
     *_published("SimpleX", "simplex", "ccl", _BARS, {
         "gowalla": (0.1872, 0.1557), "yelp2018": (0.0701, 0.0575), "amazon-book": (0.0583, 0.0468)}),
+    # The BSL authors' MF logs (arXiv 2312.12882): their loss is MINE+ (tau = t1, lam = t2; 800 negatives per row,
+    # lr 1e-4, embedding dropout 0.1, ~390 epochs), and their sampled softmax is InfoNCE on the same set-up.
+    *_published("MF-BSL (MINE+)", "mf", "mine+", _BSL, {"gowalla": (0.1882, 0.1584), "yelp2018": (0.0725, 0.0599)}),
+    *_published("MF-softmax", "mf", "infonce", _BSL, {"gowalla": (0.1759, 0.1395), "yelp2018": (0.0721, 0.0592)}),
     *_published("EASE", "ease", None, _BARS + " (l2 80 / 300 / 50)", {
         "gowalla": (0.1765, 0.1467), "yelp2018": (0.0657, 0.0552), "amazon-book": (0.0710, 0.0567)}),
 ]
