@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from ..core import data, losses
-from ..core.training import Evaluation, TrainConfig, fit, full_ranking, write_json_atomic
+from ..core.training import Evaluation, TrainConfig, command_line, fit, full_ranking, git_commit, write_json_atomic
 from . import results
 from .reproduce import train_command
 
@@ -77,7 +77,8 @@ def successive_halving(base: TrainConfig, grid: dict[str, list], first_epochs: i
     folder = Path(results_root or results.SWEEPS_DIR) / base.dataset / f"tune-{label}"
     points = configurations(base, grid)
     rounds = rounds or max(1, math.ceil(math.log(len(points), eta) - 1e-9))
-    alive, epochs, record = list(range(len(points))), first_epochs, {"grid": grid, "eta": eta, "rounds": []}
+    alive, epochs = list(range(len(points))), first_epochs
+    record = {"grid": grid, "eta": eta, "first_epochs": first_epochs, "command": command_line(), "rounds": []}
     trials: dict[int, dict] = {}
     for number in range(1, rounds + 1):
         scores = {}
@@ -94,7 +95,7 @@ def successive_halving(base: TrainConfig, grid: dict[str, list], first_epochs: i
             trial["rounds"].append({"round": number, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
                                     "stop_reason": result["stop_reason"], "valid_metrics": result["valid_metrics"],
                                     "seconds": result["seconds"]})
-            trial.update(params=result["params"], commit=result["commit"], created=result["created"])
+            trial.update(params=result["params"], commit=git_commit(), created=result["created"])
             write_json_atomic(folder / f"{trial_name(settings)}.json", trial)
             if progress:
                 print(f"round {number}, {epochs} epochs: {trial_name(settings)} valid {default.key} "
