@@ -3,7 +3,10 @@ one that is always there."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -59,3 +62,37 @@ def toy_dataset(n_users: int = 120, n_items: int = 80, seed: int = 0) -> data.Da
 def toy() -> data.Dataset:
     """:func:`toy_dataset`: generated, so the tests that use it never skip."""
     return toy_dataset()
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@contextlib.contextmanager
+def headless_chromium(window_size: str = "1280,1600"):
+    """A selenium driver for Debian's headless Chromium in a fresh profile, quit and removed afterwards; the test is
+    skipped (with the install command) where Chromium or its driver is missing."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("chromium / chromedriver are not installed (apt-get install -y chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="recloss-chromium-")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}", f"--window-size={window_size}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def chromium():
+    """:func:`headless_chromium` for one test (window 1400 x 1000)."""
+    with headless_chromium("1400,1000") as driver:
+        yield driver

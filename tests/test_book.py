@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import headless_chromium
 
 pytestmark = pytest.mark.book
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def _toc_files() -> list[str]:
@@ -278,23 +278,9 @@ RECORD_CHECKS = {
 
 @pytest.fixture(scope="session")
 def browser(build):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium / chromedriver are not installed (apt-get install -y chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="recloss-chromium-")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--window-size=1280,1600"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(120)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with headless_chromium("1280,1600") as driver:
+        driver.set_page_load_timeout(120)
+        yield driver
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)

@@ -31,7 +31,6 @@ for _module in ("jupyter_server", "jupyterlab", "jupytext", "nbformat"):
 REPO = Path(__file__).resolve().parents[1]
 PAGES = sorted(path.name for path in (REPO / "book").glob("*.md"))  # the chapters NN_*.md and intro.md
 TOKEN = "recloss-lab-test"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # Chapters whose text jupytext does not write back as it is: to be fixed in the chapter (then removed from here).
 NOT_CANONICAL: dict[str, str] = {}  # pages jupytext would rewrite on save, with the reason (none today)
 
@@ -187,26 +186,14 @@ def test_saving_an_executed_chapter_keeps_its_bytes(lab, monkeypatch):
 
 
 @pytest.mark.slow
-def test_in_chromium_a_double_click_opens_a_notebook_and_saving_keeps_the_page(lab):
+def test_in_chromium_a_double_click_opens_a_notebook_and_saving_keeps_the_page(lab, chromium):
     """The real JupyterLab: double click 02_losses.md, run all, save; double click intro.md (no code, no kernel),
     save. Both open as notebooks and stay byte-identical."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium / chromedriver are not installed (apt-get install -y chromium chromium-driver)")
-    pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="recloss-chromium-")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = chromium
     wait = WebDriverWait(driver, 60)
 
     def open_by_double_click(page: str) -> None:
@@ -231,28 +218,24 @@ def test_in_chromium_a_double_click_opens_a_notebook_and_saving_keeps_the_page(l
     def prompts(d) -> list[str]:
         return [e.text for e in d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt")]
 
-    try:
-        open_by_double_click("02_losses.md")
-        code = [cell for cell in lab.call("GET", "/api/contents/02_losses.md?type=notebook&content=1")["content"]
-                ["cells"] if cell["cell_type"] == "code"]
-        kernel = lab.call("GET", "/api/kernelspecs")["kernelspecs"]["python3"]["spec"]["display_name"]
-        wait.until(lambda d: len(prompts(d)) == len(code)
-                   and f"{kernel} | Idle" in d.find_element(By.ID, "jp-main-statusbar").text,
-                   message="the notebook's cells did not load or its kernel did not start")
-        command("Run", "runmenu:run-all")
-        WebDriverWait(driver, 120).until(
-            lambda d: prompts(d) and all(re.fullmatch(r"\[\d+\]:", prompt) for prompt in prompts(d)),
-            message="run all did not finish within 120 s")
-        assert not driver.find_elements(By.CSS_SELECTOR, '[data-mime-type="application/vnd.jupyter.error"]')
-        save()
-        _assert_unchanged(lab, "02_losses.md", "from JupyterLab after run all")
+    open_by_double_click("02_losses.md")
+    code = [cell for cell in lab.call("GET", "/api/contents/02_losses.md?type=notebook&content=1")["content"]
+            ["cells"] if cell["cell_type"] == "code"]
+    kernel = lab.call("GET", "/api/kernelspecs")["kernelspecs"]["python3"]["spec"]["display_name"]
+    wait.until(lambda d: len(prompts(d)) == len(code)
+               and f"{kernel} | Idle" in d.find_element(By.ID, "jp-main-statusbar").text,
+               message="the notebook's cells did not load or its kernel did not start")
+    command("Run", "runmenu:run-all")
+    WebDriverWait(driver, 120).until(
+        lambda d: prompts(d) and all(re.fullmatch(r"\[\d+\]:", prompt) for prompt in prompts(d)),
+        message="run all did not finish within 120 s")
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-mime-type="application/vnd.jupyter.error"]')
+    save()
+    _assert_unchanged(lab, "02_losses.md", "from JupyterLab after run all")
 
-        open_by_double_click("intro.md")
-        no_kernel = wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, ".jp-Dialog button")
-                                          if b.text == "No Kernel"], message="no kernel dialog for intro.md")
-        no_kernel[0].click()
-        save()
-        _assert_unchanged(lab, "intro.md", "from JupyterLab")
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    open_by_double_click("intro.md")
+    no_kernel = wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, ".jp-Dialog button")
+                                      if b.text == "No Kernel"], message="no kernel dialog for intro.md")
+    no_kernel[0].click()
+    save()
+    _assert_unchanged(lab, "intro.md", "from JupyterLab")
