@@ -4,6 +4,7 @@ and the --seeds summary. Real data (ml-100k) where a test trains through the CLI
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -75,3 +76,19 @@ def test_seeds_are_trained_and_summarised(ml100k, tmp_path, capsys) -> None:
     assert summary["metrics"]["recall@20"]["values"] == recalls
     assert summary["metrics"]["recall@20"]["mean"] == pytest.approx(sum(recalls) / 2)
     assert summary["metrics"]["recall@20"]["sd"] == pytest.approx(abs(recalls[0] - recalls[1]) / 2 ** 0.5)
+
+
+def test_record_stores_each_seed_in_the_results_store(ml100k, tmp_path, monkeypatch, capsys) -> None:
+    from recloss_lite.experiments import results
+
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "results")
+    args = ["train", "--dataset", "ml-100k", "--loss", "bpr", "--sampler", "uniform", "--epochs", "1", "--refit",
+            "--seeds", "0", "1", "--record", "tuned", "--out", str(tmp_path / "runs"), "--quiet", "--json"]
+    monkeypatch.setattr(sys, "argv", ["/somewhere/bin/recloss-lite", *args])  # as the installed command runs
+    assert cli.main(args) == 0
+    json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # the last line stays the JSON summary
+    stored = {r["file"].rsplit("/", 1)[1]: r for r in results.load_results("ml-100k", tmp_path / "results")}
+    assert sorted(stored) == ["mf-bpr-tuned-seed0.json", "mf-bpr-tuned-seed1.json"]
+    for record in stored.values():
+        assert record["refit"]["epochs"] == record["best_epoch"] == 1 and "selected_metrics" in record
+        assert "--record tuned" in record["command"] and record["history"]

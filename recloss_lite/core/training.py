@@ -14,6 +14,7 @@ uninterrupted one. MF's embeddings are updated by a lazy row-wise Adam that touc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -253,8 +254,11 @@ class TrainConfig:
         return self.lr * factor
 
 
+@functools.cache
 def git_commit() -> str:
-    """The repository's HEAD commit (with ``-dirty`` if the library has uncommitted changes), or ``unknown``."""
+    """The repository's HEAD commit (with ``-dirty`` if the library has uncommitted changes), or ``unknown``, as it
+    was when this process first asked: the code a process runs is the code it imported, even if HEAD moves on
+    during a long run."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()

@@ -19,7 +19,7 @@ import torch
 from ..core import data, losses
 from ..core.sampling import KINDS
 from ..core.training import MODELS, TrainConfig, fit, write_json_atomic
-from . import reproduce
+from . import reproduce, results
 from .presets import LINEAR_PRESETS, preset
 
 
@@ -133,7 +133,13 @@ def _train_one(config: TrainConfig, out_dir: Path, args: argparse.Namespace) -> 
     return result
 
 
-def seed_summary(results: list[dict]) -> dict:
+def _record(result: dict, tag: str | None) -> None:
+    """With ``--record TAG``: store the run in the results store (book/results) under that tag."""
+    if tag is not None:
+        print(f"  recorded: {results.record_result(result, tag)}", file=sys.stderr)
+
+
+def seed_summary(runs: list[dict]) -> dict:
     """Mean and sample standard deviation over seeds of every test (and validation) metric."""
     def spread(rows: list[dict]) -> dict:
         out = {}
@@ -143,19 +149,21 @@ def seed_summary(results: list[dict]) -> dict:
                         "values": values.tolist()}
         return out
 
-    return {"seeds": [r["params"]["seed"] for r in results], "metrics": spread([r["metrics"] for r in results]),
-            "valid_metrics": spread([r["valid_metrics"] for r in results if r["valid_metrics"]] or [{}])}
+    return {"seeds": [r["params"]["seed"] for r in runs], "metrics": spread([r["metrics"] for r in runs]),
+            "valid_metrics": spread([r["valid_metrics"] for r in runs if r["valid_metrics"]] or [{}])}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out_dir = Path(args.out) if args.out else Path("runs") / config.run_id()
     if not args.seeds:
-        _train_one(config, out_dir, args)
+        _record(_train_one(config, out_dir, args), args.record)
         return 0
-    results = [_train_one(dataclasses.replace(config, seed=seed), out_dir / f"seed{seed}", args)
-               for seed in args.seeds]
-    summary = seed_summary(results)
+    runs = []
+    for seed in args.seeds:
+        runs.append(_train_one(dataclasses.replace(config, seed=seed), out_dir / f"seed{seed}", args))
+        _record(runs[-1], args.record and f"{args.record}-seed{seed}")
+    summary = seed_summary(runs)
     write_json_atomic(out_dir / "seeds.json", summary)
     if args.json:
         _print_json_line({"seeds": summary["seeds"], "metrics": summary["metrics"],
@@ -206,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint (a finished "
                    "run continues only when --epochs or --max-seconds grew)")
     p.add_argument("--overwrite", action="store_true", help="train again from scratch in a folder that holds a run")
+    p.add_argument("--record", default=None, metavar="TAG",
+                   help="store the finished run in book/results/<dataset>/<model>-<loss>-TAG.json (with --seeds, "
+                   "TAG-seed<N> each), where chapter 07 reads it")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                    help="train once per seed into OUT/seed<N> and summarise mean ± sd in OUT/seeds.json")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
