@@ -25,7 +25,7 @@ def test_result_file_round_trip(tmp_path):
     loaded = results.load_results("gowalla", root=tmp_path)
     assert [r["loss"] for r in loaded] == ["bpr", "ccl"]
     record = json.loads(path.read_text())
-    assert set(record) == set(results.FIELDS)
+    assert set(record) == set(results.FIELDS) | {"history"}  # the optional history is kept, for learning curves
     assert record["metrics"] == {"recall@20": 0.18, "ndcg@20": 0.15}
     assert results.load_results("yelp2018", root=tmp_path) == []
     swept = results.record_result(_result(valid_metrics={"recall@20": 0.2}, stop_reason="time budget"), "tp",
@@ -53,4 +53,5 @@ def test_published_table_and_comparison(tmp_path):
     assert rows[3]["difference"]["ndcg@20"] == pytest.approx(0.15 - 0.1467)
     assert rows[0]["difference"]["recall@20"] == pytest.approx(0.18 - 0.1837)
     assert rows[1]["metrics"] is None and rows[1]["published"]["recall@20"] == 0.1627
-    assert rows[2]["published"] is None and rows[2]["difference"] is None
+    assert rows[2]["metrics"] is None and rows[2]["published"]["recall@20"] == 0.1882  # MF+BSL, no run stored
+    assert rows[2]["difference"] is None

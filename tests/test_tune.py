@@ -13,14 +13,14 @@ def test_tune_halves_the_grid_on_validation_and_stores_every_trial(ml100k, tmp_p
                      "--results", str(tmp_path / "sweeps"), "--runs", str(tmp_path / "runs"), "--json", "--quiet"])
     assert code == 0
     winner = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    search = json.loads((tmp_path / "sweeps" / "ml-100k" / "tune-mf-mine+.json").read_text())
+    search = json.loads((tmp_path / "sweeps" / "ml-100k" / "tune" / "mf-mine+.json").read_text())
     assert [len(r["ranking"]) for r in search["rounds"]] == [4, 2] and [r["epochs"] for r in search["rounds"]] == [1, 2]
     first, second = ([row["trial"] for row in r["ranking"]] for r in search["rounds"])
     assert sorted(second) == sorted(first[:2])  # the better half continues
     assert [row["valid"] for row in search["rounds"][1]["ranking"]] == sorted(
         (row["valid"] for row in search["rounds"][1]["ranking"]), reverse=True)
     assert winner["trial"] == second[0] and "--epochs 20" in winner["command"]  # the full budget, not a round's
-    trials = sorted((tmp_path / "sweeps" / "ml-100k" / "tune-mf-mine+").glob("*.json"))
+    trials = sorted((tmp_path / "sweeps" / "ml-100k" / "tune" / "mf-mine+").glob("*.json"))
     assert len(trials) == 4
     for path in trials:
         trial = json.loads(path.read_text())

@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("tune", help="successive halving over a grid of settings, chosen on validation only; "
-                       "trials stored in book/results/sweeps/<dataset>/tune-<loss>/")
+                       "trials stored in book/results/sweeps/<dataset>/tune/<model>-<loss>/")
     _add_train_options(p)
     p.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
                    help="values to search, e.g. tau=0.05,0.1 lam=1.1,1.2 lr=1e-3,1e-2 dropout=0,0.1")

@@ -6,8 +6,8 @@ is left (Jamieson & Talwalkar 2016; Hyperband's inner loop). A configuration who
 (early stopping) keeps its score and is not trained further. The test set is never evaluated: every trial records
 validation metrics only. The winner's command trains it with the base settings' full budget.
 
-Each trial is stored as ``<results>/<dataset>/tune-<label>/<name>.json`` (its settings, per-round best validation
-and epochs) and the search as ``<results>/<dataset>/tune-<label>.json`` (the grid, the ranking of every round and
+Each trial is stored as ``<results>/<dataset>/tune/<label>/<name>.json`` (its settings, per-round best validation
+and epochs) and the search as ``<results>/<dataset>/tune/<label>.json`` (the grid, the ranking of every round and
 the winner with its ``recloss-lite train`` command). Chapter 09_sensitivity reads them.
 """
 
@@ -74,7 +74,7 @@ def successive_halving(base: TrainConfig, grid: dict[str, list], first_epochs: i
         raise ValueError(f"first_epochs={first_epochs} must be >= 1 and eta={eta} >= 2")
     dataset = dataset if dataset is not None else data.load(base.dataset, folder=base.data_dir)
     label = label or (f"mf-{base.loss}" if base.model == "mf" else base.model)
-    folder = Path(results_root or results.SWEEPS_DIR) / base.dataset / f"tune-{label}"
+    folder = Path(results_root or results.SWEEPS_DIR) / base.dataset / "tune" / label
     points = configurations(base, grid)
     rounds = rounds or max(1, math.ceil(math.log(len(points), eta) - 1e-9))
     alive, epochs = list(range(len(points))), first_epochs
