@@ -49,7 +49,9 @@ def test_sigkill_during_an_epoch_then_resume_equals_the_uninterrupted_run(ml100k
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "result.json").exists(), "the run finished before it could be killed: make it longer"
-    assert not list(killed.glob("*.tmp"))
+    # A kill in mid-write may leave checkpoint.pt.tmp (nothing can clean up after SIGKILL); the checkpoint itself is
+    # always whole, because it is only ever replaced by a rename.
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["state"]["epoch"] >= 1
     resumed = subprocess.run([*TRAIN, "--out", str(killed), "--resume"], capture_output=True, text=True, check=True)
     assert _last_json(resumed.stdout)["metrics"] == reference["metrics"]
     history = [json.loads((folder / "result.json").read_text())["history"] for folder in (tmp_path / "whole", killed)]
