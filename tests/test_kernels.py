@@ -314,3 +314,142 @@ def test_pair_scores_refuse_wrong_shapes(library, argument, value, message) -> N
             function(weight, **(batch if function is kernels.pair_scores_backward else _scores(batch)))
     with pytest.raises(ValueError, match=r"^pair_scores: weight \(100,\) must be a table \(n, d\)"):
         kernels.pair_scores(torch.zeros(100), **_scores(_batch()))
+
+
+# ---- distinct rows, the grouped layout (many negatives per row), normalisation and top-k --------------------------
+
+def _grouped_batch(seed: int, n_rows: int = 60, batch: int = 5, n_neg: int = 20):
+    """A table (n_rows, 8), a batch's users, items and negatives (some users also drawn as items), upstream
+    gradients, and the distinct rows with the grouped layout."""
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(n_rows, 8, generator=generator)
+    users = torch.randint(0, 10, (batch,), generator=generator)
+    items = torch.randint(0, n_rows, (batch,), generator=generator)
+    negatives = torch.randint(0, n_rows, (batch, n_neg), generator=generator)
+    negatives[0, :3] = users[0]  # the user drawn as its own negative: one row in both roles
+    negatives[1, 1] = items[1]  # the positive drawn as a negative
+    ids = torch.cat([users, items, negatives.reshape(-1)])
+    adam = RowAdam(weight.clone(), lr=0.1)
+    unique, inverse, counts, order, start = adam.distinct(ids, grouped=True)
+    grads = torch.randn(batch, generator=generator), torch.randn(batch, n_neg, generator=generator)
+    return weight, users, items, negatives, ids, (unique, inverse, counts, order, start), grads
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_distinct_equals_torch_unique_and_groups_every_occurrence(library, seed) -> None:
+    *_, ids, (unique, inverse, counts, order, start), _ = _grouped_batch(seed)
+    ref_unique, ref_inverse, ref_counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    assert torch.equal(unique, ref_unique) and torch.equal(inverse, ref_inverse) and torch.equal(counts, ref_counts)
+    assert torch.equal(start, torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]))
+    for row in range(len(unique)):  # the occurrences of each row, in increasing order
+        assert torch.equal(order[start[row]:start[row + 1]], torch.nonzero(inverse == row).view(-1))
+
+
+def test_distinct_refuses_an_id_outside_the_table(library) -> None:
+    adam = RowAdam(torch.zeros(20, 3), lr=0.1)
+    for bad in (-1, 20):
+        message = rf"^distinct: ids holds {bad} outside \[0, 20\) \(the table has 20 rows\)$"
+        with pytest.raises(IndexError, match=message):
+            adam.distinct(torch.tensor([3, bad, 5]))
+    assert torch.equal(adam.distinct(torch.tensor([4, 1, 4]))[0], torch.tensor([1, 4]))  # the scratch is reusable
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_grouped_kernels_match_pair_scores_and_autograd(library, monkeypatch, seed, threads) -> None:
+    monkeypatch.setattr(kernels, "PARALLEL_FROM", 1)  # threads even for a small batch
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # one or two threads: the same numbers
+    weight, users, items, negatives, _, (unique, inverse, _, order, start), (grad_pos, grad_neg) = _grouped_batch(seed)
+    table = weight[unique]
+    pos, neg = kernels.grouped_scores(table, inverse[:len(users)], order, start, negatives.shape[1])
+    ref_pos, ref_neg, ref_grad = _autograd(weight, {"users": users, "items": items, "negatives": negatives,
+                                                    "grad_pos": grad_pos, "grad_neg": grad_neg})
+    assert torch.allclose(pos, ref_pos, atol=1e-5) and torch.allclose(neg, ref_neg, atol=1e-5)
+    grads = kernels.grouped_scores_backward(table, inverse[:len(users)], order, start, grad_pos, grad_neg)
+    assert torch.allclose(grads, ref_grad[unique], atol=1e-5)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3 - threads)
+    assert torch.equal(grads, kernels.grouped_scores_backward(table, inverse[:len(users)], order, start, grad_pos,
+                                                              grad_neg))
+
+
+def test_grouped_kernels_refuse_order_and_start_outside_their_range(library) -> None:
+    weight, users, _, negatives, _, (unique, inverse, _, order, start), (grad_pos, grad_neg) = _grouped_batch(0)
+    table, user_rows, n_neg = weight[unique], inverse[:len(users)], negatives.shape[1]
+    occurrences = len(order)
+    bad_order = order.clone()
+    bad_order[7] = occurrences
+    with pytest.raises(IndexError, match=rf"^grouped_scores: order holds {occurrences} outside \[0, {occurrences}\)"):
+        kernels.grouped_scores(table, user_rows, bad_order, start, n_neg)
+    bad_start = start.clone()
+    bad_start[2] = occurrences + 5
+    with pytest.raises(IndexError, match=r"^grouped_scores_backward: start holds"):
+        kernels.grouped_scores_backward(table, user_rows, order, bad_start, grad_pos, grad_neg)
+    bad_start = start.clone()
+    bad_start[1], bad_start[2] = start[2], start[1] - 1  # a decreasing range
+    with pytest.raises(ValueError, match=r"^grouped_scores: start must not decrease"):
+        kernels.grouped_scores(table, user_rows, order, bad_start, n_neg)
+    with pytest.raises(IndexError, match=r"^grouped_scores: users holds"):
+        kernels.grouped_scores(table, user_rows + len(table), order, start, n_neg)
+    with pytest.raises(ValueError, match=r"order \(10,\) must be"):
+        kernels.grouped_scores(table, user_rows, order[:10], start, n_neg)
+
+
+def test_normalize_kernels_match_torch_normalize(library) -> None:
+    rows = torch.randn(30, 7, generator=torch.Generator().manual_seed(3))
+    rows[4] = 0.0  # a zero row: the clamped norm, as torch.nn.functional.normalize
+    unit, norms = kernels.normalize(rows)
+    picked = torch.tensor([4, 0, 29, 4])
+    assert torch.equal(kernels.normalize(rows, picked)[0], unit[picked])  # gathered in the same pass
+    with pytest.raises(IndexError, match=r"^normalize: ids holds 30 outside \[0, 30\)"):
+        kernels.normalize(rows, torch.tensor([30]))
+    leaf = rows.clone().requires_grad_(True)
+    reference = torch.nn.functional.normalize(leaf, dim=1)
+    assert torch.allclose(unit, reference, atol=1e-6)
+    upstream = torch.randn(30, 7, generator=torch.Generator().manual_seed(4))
+    (expected,) = torch.autograd.grad(reference, leaf, upstream)
+    grads = upstream.clone()
+    assert kernels.normalize_backward(unit, norms, grads) is grads
+    assert torch.allclose(grads, expected, rtol=1e-5, atol=1e-4)
+
+
+def _masked_topk(scores: torch.Tensor, k: int, excluded: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    masked = scores.clone()
+    for row, items in enumerate(excluded):
+        masked[row, items] = -torch.inf
+    return torch.topk(masked, k, dim=1)
+
+
+def _csr(excluded: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    pointers = torch.tensor([0] + [len(items) for items in excluded]).cumsum(0)
+    return pointers, torch.tensor([item for items in excluded for item in sorted(items)], dtype=torch.int64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_topk_kernel_equals_torch_topk_ties_included(library, seed) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    rows, n_items, k = 7, int(torch.randint(64, 2000, (), generator=generator)), 0
+    k = int(torch.randint(1, n_items // 64 + 1, (), generator=generator))
+    levels = [2, 5, 1000][seed % 3]  # few distinct values: many ties, ordered as torch.topk orders them
+    scores = torch.randint(0, levels, (rows, n_items), generator=generator).float()
+    excluded = [sorted(set(torch.randint(0, n_items, (int(n_items * share),), generator=generator).tolist()))
+                for share in (0.0, 0.1, 0.5, 0.9, 0.99, 1.0, 0.3)]
+    excluded[5] = list(range(n_items))  # every item excluded: all -inf
+    before = scores.clone()
+    values, indices = kernels.topk(scores, k, *_csr(excluded))
+    ref_values, ref_indices = _masked_topk(scores, k, excluded)
+    assert torch.equal(values, ref_values) and torch.equal(indices, ref_indices)
+    assert torch.equal(scores, before)  # read only
+
+
+def test_topk_kernel_reports_the_first_non_finite_row_and_leaves_other_cases_to_torch(library) -> None:
+    scores = torch.randn(4, 200)
+    none = torch.zeros(5, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    scores[2, 150] = torch.nan
+    scores[3, 0] = torch.inf
+    assert kernels.topk(scores, 3, *none) == 3  # row 2, 1-based
+    assert kernels.topk(scores, 4, *none) is None  # k * 64 > n: torch sorts another way
+    assert kernels.topk(scores.double(), 3, *none) is None
+    with pytest.raises(IndexError, match=r"^topk: excluded holds 200 outside \[0, 200\)"):
+        kernels.topk(scores, 3, torch.tensor([0, 0, 0, 0, 1]), torch.tensor([200]))
+    with pytest.raises(ValueError, match="^topk: exclude_ptr must start at 0 and never decrease"):
+        kernels.topk(scores, 3, torch.tensor([0, 1, 0, 1, 1]), torch.tensor([5]))

@@ -51,6 +51,38 @@ def test_ease_closed_form_equals_constrained_regressions() -> None:
     np.testing.assert_allclose(model.weights.numpy(), reference, atol=2e-6)
 
 
+@pytest.mark.parametrize(("n_users", "n_items"), [(30, 80), (80, 30)])
+def test_ease_from_either_side_equals_constrained_regressions(n_users: int, n_items: int) -> None:
+    # Fewer users than items: the (n_users, n_users) inverse of Woodbury's identity; else the items' own.
+    matrix = random_binary(n_users, n_items, 0.15, seed=8)
+    reference = ease_by_regressions(matrix, l2=3.0)
+    train = sp.csr_matrix(matrix.astype(np.float32))
+    from_users = linear.ease_weights_from_users(train, 3.0)
+    from_items = linear.ease_weights(linear.gram_matrix(train), 3.0)
+    scale = np.abs(reference).max()
+    for weights in (from_users, from_items):
+        assert weights.dtype == np.float32 and np.all(np.diagonal(weights) == 0)
+        np.testing.assert_allclose(weights / scale, reference / scale, atol=2e-6)
+    model = linear.EASE(l2=3.0, device="cpu").fit(train)
+    np.testing.assert_array_equal(model.weights.numpy(), from_users if n_users < n_items else from_items)
+    # the torch path that a GPU runs, here on the CPU
+    on_torch = linear._ease_weights_torch(train, 3.0, torch.device("cpu")).numpy()
+    np.testing.assert_allclose(on_torch / scale, reference / scale, atol=2e-6)
+
+
+def test_spd_inverse_is_in_place_and_symmetric() -> None:
+    rng = np.random.default_rng(9)
+    factor = rng.standard_normal((50, 50))
+    matrix = factor @ factor.T + 50 * np.eye(50)
+    expected = np.linalg.inv(matrix)
+    result = linear.spd_inverse_(matrix, "m")
+    assert result is matrix
+    np.testing.assert_allclose(matrix, expected, rtol=1e-10, atol=1e-14)
+    assert np.array_equal(matrix, matrix.T)
+    with pytest.raises(ValueError, match="m is not positive definite"):
+        linear.spd_inverse_(-np.eye(3), "m")
+
+
 def test_ease_sparse_scores_equal_dense_product() -> None:
     matrix = random_binary(50, 20, 0.2, seed=1)
     model = linear.EASE(l2=2.0).fit(sp.csr_matrix(matrix))
@@ -64,6 +96,9 @@ def test_ease_memory_guard_refuses_before_allocating() -> None:
     with pytest.raises(MemoryError, match=r"needs \d+\.\d GiB .* only \d+\.\d GiB is available"):
         linear.EASE(l2=1.0).fit(huge)
     assert linear.ease_memory_bytes(1000) == 1000 * 1000 * 4 + 2 * 2048 * 1000 * 4
+    assert linear.ease_memory_bytes(1000, n_users=500) == (1000 * 1000 + 2 * 2048 * 1000 + 500 * 500
+                                                          + 2 * 2048 * 500) * 4
+    assert linear.ease_memory_bytes(1000, n_users=950) == linear.ease_memory_bytes(1000)  # the items' side
     linear.check_ease_memory(1000, available=10**8)
     with pytest.raises(MemoryError):
         linear.check_ease_memory(1000, available=10**6)
@@ -145,6 +180,17 @@ def test_ials_weights_callback_and_scores() -> None:
     users = torch.tensor([0, 5, 5])
     expected = by_alpha.user_factors[users] @ by_alpha.item_factors.T
     assert torch.equal(by_alpha.scores(users), expected) and by_alpha.scores(users).shape == (3, 20)
+
+
+@pytest.mark.parametrize("solver", linear.SOLVERS)
+def test_ials_on_a_named_device_gives_the_same_model(solver: str) -> None:
+    train = sp.csr_matrix(random_binary(30, 20, 0.2, seed=10))
+    default = linear.IALS(factors=4, iterations=2, solver=solver).fit(train)
+    on_cpu = linear.IALS(factors=4, iterations=2, solver=solver, device="cpu").fit(train)
+    assert on_cpu.device == torch.device("cpu") and on_cpu._users.crow.device == torch.device("cpu")
+    assert torch.equal(default.user_factors, on_cpu.user_factors)
+    assert torch.equal(on_cpu.scores(torch.tensor([1, 2])), default.scores(torch.tensor([1, 2])))
+    assert on_cpu.loss() == default.loss()
 
 
 def test_ials_rejects_bad_input() -> None:

@@ -165,6 +165,23 @@ def test_evaluate_batches_agree_with_one_matrix() -> None:
             assert batched[key] == pytest.approx(whole[key], abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_top_k_gives_the_same_metrics_as_torch(monkeypatch, seed: int) -> None:
+    # Enough items (k * 64 <= n) for the compiled top-k; scores with many ties, so tie order matters for NDCG.
+    train, test = random_split(seed, n_users=60, n_items=2000)
+    scores = torch.randint(0, 4, (60, 2000), generator=torch.Generator().manual_seed(seed)).float()
+    results = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("RECLOSS_KERNELS", switch)
+        results.append(metrics.evaluate(lambda users: scores[users], train, test, ks=(5, 20), batch_size=16))
+        results.append(metrics.topk_metrics(scores, test, ks=(5, 20), exclude=train))
+    assert results[0] == results[2] and results[1] == results[3]  # exactly: the same ranking, ties included
+    scores[7, 1500] = math.nan
+    monkeypatch.setenv("RECLOSS_KERNELS", "1")
+    with pytest.raises(ValueError, match=r"hold 1 non-finite entries .* first at user 7, item 1500: nan"):
+        metrics.evaluate(lambda users: scores[users], train, test, ks=(20,), batch_size=16)
+
+
 def test_evaluate_given_users_skips_empty_rows() -> None:
     train, test = random_split(1)
     test = test.tolil()

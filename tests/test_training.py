@@ -210,6 +210,20 @@ def test_ease_is_one_closed_form_epoch_and_refits_when_reopened(toy, tmp_path) -
     assert again == result and torch.equal(reopened.weights, model.weights)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("model", ["mf", "ials", "ease", "hdccf"])
+def test_every_model_trains_and_scores_on_the_configured_device(toy, model, device) -> None:
+    """--device reaches every model: its scores come back on that device (on a GPU machine, also "cuda")."""
+    config = _toy_config(model, device=device, **({"model_params": {"l2": 10.0}} if model == "ease" else {}))
+    trainable = training.make_trainable(config, toy.train, toy.n_users, toy.n_items)
+    trainable.train_epoch(torch.Generator(device=trainable.generator_device).manual_seed(0), None)
+    scores = trainable.scores(torch.arange(3))
+    assert scores.device.type == device and scores.shape == (3, toy.n_items) and bool(scores.isfinite().all())
+
+
 def test_a_finished_run_is_returned_unchanged_and_never_overwritten(toy, tmp_path) -> None:
     config = _toy_config("mf", epochs=2)
     result, model = fit(config, toy, out_dir=tmp_path, progress=False)

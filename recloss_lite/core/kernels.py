@@ -1,18 +1,25 @@
-"""Small compiled kernels for the trainer's hot loop: dot-product scores of a batch straight from the embedding
-table, their backward, and the lazy Adam update of the rows a batch touches.
+"""Small compiled kernels for the trainer's hot loop and the evaluation: scores of a batch straight from the
+embedding table and their backward, the same for hundreds of negatives per row in the grouped layout (with the
+cosine normalisation), the distinct rows of a batch, the lazy Adam update of the rows a batch touches, and the
+top-k of each row of a score matrix.
 
 PyTorch does each of these in several passes (gathers, elementwise operations, scatters), each a separate walk over
 rows scattered through tables of tens of megabytes; the C functions of ``kernels.c`` (next to this file) make one
 pass per row. They are compiled on first use with the system's C compiler, warnings as errors, into a per-user cache
-and loaded with :mod:`ctypes`. Where no compiler is found or the build fails, where the table is not a contiguous
-float32 CPU tensor, or with ``RECLOSS_KERNELS=0`` in the environment, :func:`row_adam` returns ``False`` and
-:func:`pair_scores` / :func:`pair_scores_backward` ``None``, and the caller runs the PyTorch version, which gives the
-same numbers (``tests/test_kernels.py`` checks the two against each other and against autograd).
-``recloss-lite bench`` prints which one ran.
+and loaded with :mod:`ctypes`; with OpenMP where the compiler has it (sharing PyTorch's runtime), so that the larger
+loops run on ``torch.get_num_threads()`` threads, split so that the numbers do not depend on the thread count. Where
+no compiler is found or the build fails, where the table is not a contiguous float32 CPU tensor, or with
+``RECLOSS_KERNELS=0`` in the environment, :func:`row_adam` returns ``False`` and the others ``None``, and the caller
+runs the PyTorch version, which gives the same numbers up to float32 rounding (the order of some sums differs;
+``tests/test_kernels.py`` and ``tests/test_models.py`` check the two against each other and against autograd;
+:func:`topk` gives exactly torch.topk's values and indices). ``recloss-lite bench`` prints which one ran.
 
 Where a kernel applies, every other argument is checked before C sees a pointer, in O(number of ids) tensor
 operations: ids must be int64 CPU tensors within the rows they index (``IndexError`` otherwise, naming the argument,
 the value and the range), float arguments float32 on the CPU (``TypeError``), and shapes must agree (``ValueError``).
+The few arrays of ids as long as a batch's occurrences (the ids of :func:`distinct`, the order and start of the
+grouped layout) are checked by the kernel as it reads them, each entry before it is used; where one is out of range
+the kernel stops using it and the same ``IndexError`` is raised.
 """
 
 from __future__ import annotations
@@ -31,12 +38,22 @@ from pathlib import Path
 
 import torch
 
-# -fopenmp-simd only lets the dot products use vector registers (no OpenMP runtime is linked); AVX2 where the
-# CPU has it, as PyTorch reports, since the square roots and divisions of Adam are the kernel's arithmetic cost.
-# Warnings are errors: a kernel that does not compile cleanly falls back to PyTorch (with a RuntimeWarning).
-FLAGS = ["-O3", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
+# AVX2 where the CPU has it, as PyTorch reports, since the square roots and divisions of Adam are the kernel's
+# arithmetic cost. Warnings are errors: a kernel that does not compile cleanly falls back to PyTorch (with a
+# RuntimeWarning). THREADED first: -fopenmp, whose libgomp is the one PyTorch has already loaded (one OpenMP runtime,
+# one pool of threads); where the compiler has no OpenMP, the build retries with the vector pragmas alone (one thread).
+FLAGS = ["-O3", "-fno-math-errno", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror"]
 if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
     FLAGS += ["-mavx2", "-mfma"]
+THREADED, SINGLE = ["-fopenmp"], ["-fopenmp-simd"]
+
+# From this many negatives per row the dot product too is scored in the grouped layout (grouped_scores), which reads
+# each distinct row once; below it, pair_scores reads the rows straight from the table.
+GROUPED_FROM = 16
+# grouped_scores_backward sums its users' gradients over PARTS ranges of rows, whatever the thread count, so that the
+# numbers do not depend on it. Below PARALLEL_FROM rows a kernel runs on one thread: threads would cost more.
+PARTS = 4
+PARALLEL_FROM = 2048
 
 _library: ctypes.CDLL | None = None
 _tried = False
@@ -52,37 +69,55 @@ def _source() -> str:
     return resources.files(__package__).joinpath("kernels.c").read_text(encoding="utf-8")
 
 
+def _compile(compiler: str, text: str, flags: list[str]) -> ctypes.CDLL:
+    """Compile ``text`` with ``flags`` (once per source, flags and platform, into the cache) and load it."""
+    key = hashlib.sha256("\n".join([text, *flags, platform.machine(), sys.platform]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"kernels-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            source = Path(scratch) / "kernels.c"
+            source.write_text(text, encoding="utf-8")  # the very text the key hashes
+            built = Path(scratch) / target.name
+            subprocess.run([compiler, *flags, str(source), "-o", str(built), "-lm"], check=True,
+                           capture_output=True, text=True)
+            os.replace(built, target)  # atomic: a concurrent process sees the whole library or none
+    return ctypes.CDLL(str(target))
+
+
 def _build() -> ctypes.CDLL | None:
-    """Compile (once per source, flags and platform) and load the kernel library; ``None`` if that fails."""
+    """Compile and load the kernel library, threaded where the compiler can; ``None`` if that fails."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
     try:
         text = _source()
-        key = hashlib.sha256("\n".join([text, *FLAGS, platform.machine(), sys.platform]).encode()).hexdigest()[:16]
-        target = _cache_dir() / f"kernels-{key}.so"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-                source = Path(scratch) / "kernels.c"
-                source.write_text(text, encoding="utf-8")  # the very text the key hashes
-                built = Path(scratch) / target.name
-                subprocess.run([compiler, *FLAGS, str(source), "-o", str(built), "-lm"], check=True,
-                               capture_output=True, text=True)
-                os.replace(built, target)  # atomic: a concurrent process sees the whole library or none
-        library = ctypes.CDLL(str(target))
+        try:
+            library = _compile(compiler, text, FLAGS + THREADED)
+        except (OSError, subprocess.CalledProcessError):
+            library = _compile(compiler, text, FLAGS + SINGLE)
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or str(error)
         warnings.warn(f"recloss-lite: could not build the training kernels with {compiler} ({detail.strip()}); "
                       "using the PyTorch version, which is slower", RuntimeWarning, stacklevel=3)
         return None
     pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    library.pair_scores.argtypes = [pointer, size, pointer, pointer, pointer, size, size, pointer, pointer]
-    library.pair_scores_backward.argtypes = [pointer, size, pointer, pointer, pointer, size, size, pointer,
-                                             pointer, pointer, pointer]
-    library.row_adam.argtypes = [pointer] * 5 + [size] * 2 + [real] * 4
-    for function in (library.pair_scores, library.pair_scores_backward, library.row_adam):
-        function.restype = None
+    signatures = {  # name: (argument types, result type)
+        "pair_scores": ([pointer, size, pointer, pointer, pointer, size, size, pointer, pointer, size], None),
+        "pair_scores_backward": ([pointer, size, pointer, pointer, pointer, size, size] + [pointer] * 4
+                                 + [size] * 2, None),
+        "row_adam": ([pointer] * 5 + [size] * 2 + [real] * 4 + [size], None),
+        "distinct_rows": ([pointer, size, size] + [pointer] * 8, size),
+        "topk_rows": ([pointer, size, size, size] + [pointer] * 4 + [size], size),
+        "grouped_scores": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 2 + [size], size),
+        "grouped_scores_backward": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 4 + [size] * 2,
+                                    size),
+        "normalize_rows": ([pointer, pointer, size, size, pointer, pointer, size], None),
+        "normalize_rows_backward": ([pointer, pointer, size, size, pointer, size], None),
+    }
+    for name, (arguments, result) in signatures.items():
+        function = getattr(library, name)
+        function.argtypes, function.restype = arguments, result
     return library
 
 
@@ -95,6 +130,11 @@ def library() -> ctypes.CDLL | None:
         _tried = True
         _library = _build()
     return _library
+
+
+def _threads(rows: int) -> int:
+    """Threads for a kernel's loop over ``rows`` rows: torch's thread count, or one below PARALLEL_FROM rows."""
+    return torch.get_num_threads() if rows >= PARALLEL_FROM else 1
 
 
 def _applies(weight: torch.Tensor) -> bool:
@@ -161,8 +201,9 @@ def _batch(function: str, weight: torch.Tensor, users: torch.Tensor, items: torc
 
 def row_adam(weight: torch.Tensor, moments: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor,
              decay: torch.Tensor | None, beta1: float, beta2: float, eps: float, step_size: float) -> bool:
-    """One Adam step on rows ``ids`` (K,) (distinct, int64) of ``weight`` (n, d) in place, moments (n, 2, d) in
-    place, with ``grads`` (K, d) plus, where ``decay`` (K,) is given, the L2 gradient ``decay[r] * w``.
+    """One Adam step on rows ``ids`` (K,) (distinct, int64: threads update them apart) of ``weight`` (n, d) in place,
+    moments (n, 2, d) in place, with ``grads`` (K, d) plus, where ``decay`` (K,) is given, the L2 gradient
+    ``decay[r] * w``.
     Returns ``False``, touching nothing, where the kernel does not apply (the table not a contiguous float32 CPU
     tensor, no compiler, ``RECLOSS_KERNELS=0``): the caller then does the step itself. Raises, touching nothing,
     on a bad argument (see the module's docstring), or where two of them share memory."""
@@ -178,7 +219,8 @@ def row_adam(weight: torch.Tensor, moments: torch.Tensor, ids: torch.Tensor, gra
         if tensor is not None and (_overlap(tensor, weight) or (tensor is not moments and _overlap(tensor, moments))):
             raise ValueError(f"row_adam: {name} shares memory with weight or moments, which the kernel updates")
     library().row_adam(weight.data_ptr(), moments.data_ptr(), ids.data_ptr(), grads.data_ptr(),
-                       None if decay is None else decay.data_ptr(), len(ids), d, beta1, beta2, eps, step_size)
+                       None if decay is None else decay.data_ptr(), len(ids), d, beta1, beta2, eps, step_size,
+                       _threads(len(ids)))  # distinct rows: the threads update disjoint rows
     return True
 
 
@@ -194,7 +236,8 @@ def pair_scores(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
     pos = torch.empty(batch, dtype=weight.dtype)
     neg = torch.empty(batch, n_neg, dtype=weight.dtype)
     library().pair_scores(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
-                          negatives.data_ptr(), batch, n_neg, pos.data_ptr(), neg.data_ptr())
+                          negatives.data_ptr(), batch, n_neg, pos.data_ptr(), neg.data_ptr(),
+                          _threads(batch * (1 + n_neg)))
     return pos, neg
 
 
@@ -216,5 +259,159 @@ def pair_scores_backward(weight: torch.Tensor, users: torch.Tensor, items: torch
     grads = torch.zeros(n_slots, weight.shape[1], dtype=weight.dtype)
     library().pair_scores_backward(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
                                    negatives.data_ptr(), batch, n_neg, grad_pos.data_ptr(), grad_neg.data_ptr(),
-                                   slot.data_ptr(), grads.data_ptr())
+                                   slot.data_ptr(), grads.data_ptr(), n_slots, _threads(len(slot)))
+    return grads
+
+
+def distinct(ids: torch.Tensor, marked: torch.Tensor, position: torch.Tensor,
+             grouped: bool = False) -> tuple[torch.Tensor, ...] | None:
+    """The distinct ids among ``ids`` (K,) in increasing order, as ``torch.unique(ids, return_inverse=True,
+    return_counts=True)`` gives them, in one pass: (unique, inverse, counts). ``marked`` (n,) bool and ``position``
+    (n,) int64 are scratch of the table's size n (every id must lie in [0, n)). With ``grouped``, also (order,
+    start): the positions of the occurrences of distinct id s are ``order[start[s]:start[s + 1]]``, increasing (the
+    layout of :func:`grouped_scores`). ``None`` where the kernels are off or the ids are not on the CPU."""
+    if library() is None or ids.device.type != "cpu":
+        return None
+    n = marked.numel()
+    if ids.dtype != torch.int64 or ids.dim() != 1:
+        ids = _ids("distinct", "ids", ids, (ids.numel(),), "(K,)", n, f"the table has {n} rows")  # raises
+    ids = ids.contiguous()  # the kernel checks each id as it reads it: one pass fewer
+    if marked.dtype != torch.bool or marked.shape != (n,) or not marked.is_contiguous() or marked.device.type != "cpu":
+        raise ValueError(f"distinct: marked must be a contiguous (n,) bool CPU tensor, not {marked.dtype} "
+                         f"{tuple(marked.shape)}")
+    if (position.dtype != torch.int64 or position.shape != (n,) or not position.is_contiguous()
+            or position.device.type != "cpu" or _overlap(position, marked)):
+        raise ValueError("distinct: position must be a contiguous (n,) int64 CPU tensor apart from marked")
+    most = min(len(ids), n)  # distinct ids
+    unique, counts, start = (torch.empty(size, dtype=torch.int64) for size in (most, most, most + 1))
+    if grouped and len(ids) >= 2**31:
+        raise ValueError(f"distinct: {len(ids)} ids: the grouped layout takes fewer than 2^31")
+    inverse, order, scratch = (torch.empty(len(ids) if use else 0, dtype=torch.int64)
+                               for use in (True, grouped, grouped))
+    found = library().distinct_rows(ids.data_ptr(), len(ids), n, marked.data_ptr(), position.data_ptr(),
+                                    unique.data_ptr(), inverse.data_ptr(), counts.data_ptr(),
+                                    *((start.data_ptr(), order.data_ptr(), scratch.data_ptr()) if grouped
+                                      else (None, None, None)))
+    if found < 0:
+        _ids("distinct", "ids", ids, (ids.numel(),), "(K,)", n, f"the table has {n} rows")  # raises
+    if grouped:
+        return unique[:found], inverse, counts[:found], order, start[:found + 1]
+    return unique[:found], inverse, counts[:found]
+
+
+def topk(scores: torch.Tensor, k: int, exclude_ptr: torch.Tensor,
+         excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | int | None:
+    """``torch.topk(scores, k, dim=1)`` of a (B, n) float32 CPU matrix in which the items ``excluded[exclude_ptr[r]:
+    exclude_ptr[r + 1]]`` (sorted per row) of each row r count as -inf, without writing them: the same values and
+    indices, tied scores in the same order (the kernel repeats the heap select that torch.topk runs for k * 64 <= n).
+    Returns (values (B, k), indices (B, k)); or r + 1 (an int) where row r holds NaN or +-inf, the first one; or
+    ``None`` where the kernel does not apply (off, not float32 on the CPU, or k * 64 > n: torch sorts otherwise)."""
+    if (library() is None or scores.dtype != torch.float32 or scores.device.type != "cpu" or scores.dim() != 2
+            or not 1 <= k or k * 64 > scores.shape[1]):
+        return None
+    rows, n = scores.shape
+    scores = scores.contiguous()
+    exclude_ptr = _ids("topk", "exclude_ptr", exclude_ptr, (rows + 1,), "(B + 1,)", len(excluded) + 1,
+                       f"{len(excluded)} excluded items")
+    if rows and (int(exclude_ptr[0]) != 0 or bool((exclude_ptr[1:] < exclude_ptr[:-1]).any())):
+        raise ValueError("topk: exclude_ptr must start at 0 and never decrease")
+    excluded = _ids("topk", "excluded", excluded, (excluded.numel(),), "(E,)", n, f"the rows have {n} items")
+    values = torch.empty(rows, k, dtype=torch.float32)
+    indices = torch.empty(rows, k, dtype=torch.int64)
+    bad = library().topk_rows(scores.data_ptr(), rows, n, k, exclude_ptr.data_ptr(), excluded.data_ptr(),
+                              values.data_ptr(), indices.data_ptr(), _threads(rows * n // 1024))
+    return int(bad) if bad else (values, indices)
+
+
+def _grouped(function: str, table: torch.Tensor, users: torch.Tensor, order: torch.Tensor, start: torch.Tensor,
+             n_neg: int, check: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ids of the grouped layout (:func:`grouped_scores`): users (B,) within the table's k rows (checked here),
+    order (B * (2 + N),) and start (k + 1,) of int64 on the CPU. The values of order and start are checked by the
+    kernel as it reads them; where it found one outside its range, ``check=True`` names it: order within its own
+    length, start non-decreasing within [0, len(order)]."""
+    k, _ = _table(function, table)
+    batch = users.numel()
+    occurrences = batch * (2 + n_neg)
+    users = _ids(function, "users", users, (batch,), "(B,)", k, f"the table has {k} rows")
+    for name, tensor, shape, meaning in (("order", order, (occurrences,), "(B * (2 + N),)"),
+                                         ("start", start, (k + 1,), "(k + 1,)")):
+        if tensor.dtype != torch.int64 or tensor.device.type != "cpu" or tensor.shape != shape or check:
+            _ids(function, name, tensor, shape, meaning, occurrences + (name == "start"),
+                 f"the batch has {occurrences} occurrences")
+    if check:
+        if bool((start[1:] < start[:-1]).any()):
+            raise ValueError(f"{function}: start must not decrease")
+        raise ValueError(f"{function}: order or start out of range")  # not reached: the checks above name it
+    return users, order.contiguous(), start.contiguous()
+
+
+def grouped_scores(table: torch.Tensor, users: torch.Tensor, order: torch.Tensor, start: torch.Tensor,
+                   n_neg: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The scores pos (B,), neg (B, N) of :func:`pair_scores` for a batch in the grouped layout: rows of the
+    (k, d) ``table`` of the batch's distinct rows (normalised, for cosine); ``users`` (B,) the users' rows, and
+    the occurrences [users (B) | positives (B) | negatives (B x N)] of row s are ``order[start[s]:start[s + 1]]``
+    (:func:`distinct` with ``grouped=True``). Row by row of the table, each row is read once: the layout for
+    hundreds of negatives per row. ``None`` where the kernels do not apply."""
+    if not _applies(table):
+        return None
+    users, order, start = _grouped("grouped_scores", table, users, order, start, n_neg)
+    batch = len(users)
+    pos = torch.empty(batch, dtype=torch.float32)
+    neg = torch.empty(batch, n_neg, dtype=torch.float32)
+    if library().grouped_scores(table.data_ptr(), table.shape[1], users.data_ptr(), order.data_ptr(),
+                                start.data_ptr(), table.shape[0], batch, n_neg, pos.data_ptr(), neg.data_ptr(),
+                                _threads(len(order))):
+        _grouped("grouped_scores", table, users, order, start, n_neg, check=True)  # raises
+    return pos, neg
+
+
+def grouped_scores_backward(table: torch.Tensor, users: torch.Tensor, order: torch.Tensor, start: torch.Tensor,
+                            grad_pos: torch.Tensor, grad_neg: torch.Tensor) -> torch.Tensor | None:
+    """The gradient (k, d) of :func:`grouped_scores` with respect to the table's rows, from grad_pos (B,) and
+    grad_neg (B, N). ``None`` where the kernels do not apply."""
+    if not _applies(table):
+        return None
+    function = "grouped_scores_backward"
+    n_neg = grad_neg.shape[1] if grad_neg.dim() == 2 else 0
+    users, order, start = _grouped(function, table, users, order, start, n_neg)
+    batch, (k, d) = len(users), table.shape
+    grad_pos = _floats(function, "grad_pos", grad_pos, (batch,), "(B,)")
+    grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
+    grads = torch.empty(k, d, dtype=torch.float32)  # both written by the kernel
+    user_grads = torch.empty(PARTS, batch, d, dtype=torch.float32)  # one (B, d) block per part, added in order
+    if library().grouped_scores_backward(table.data_ptr(), d, users.data_ptr(), order.data_ptr(), start.data_ptr(),
+                                         k, batch, n_neg, grad_pos.data_ptr(), grad_neg.data_ptr(),
+                                         grads.data_ptr(), user_grads.data_ptr(), PARTS, _threads(len(order))):
+        _grouped(function, table, users, order, start, n_neg, check=True)  # raises
+    return grads
+
+
+def normalize(weight: torch.Tensor, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``torch.nn.functional.normalize(weight[ids], dim=1)`` (all rows where ``ids`` is None) of a (n, d) float32 CPU
+    table, gathered and scaled in one pass, and the clamped norms (k,) its backward needs. ``None`` where the
+    kernels do not apply."""
+    if not _applies(weight):
+        return None
+    n, d = _table("normalize", weight)
+    if ids is not None:
+        ids = _ids("normalize", "ids", ids, (ids.numel(),), "(k,)", n, f"the table has {n} rows")
+    k = n if ids is None else len(ids)
+    unit, norms = torch.empty(k, d, dtype=torch.float32), torch.empty(k, dtype=torch.float32)
+    library().normalize_rows(weight.data_ptr(), None if ids is None else ids.data_ptr(), k, d, unit.data_ptr(),
+                             norms.data_ptr(), _threads(k))
+    return unit, norms
+
+
+def normalize_backward(unit: torch.Tensor, norms: torch.Tensor, grads: torch.Tensor) -> torch.Tensor | None:
+    """The gradient with respect to the rows of :func:`normalize`, from the gradient ``grads`` (k, d) of its
+    output, computed in place in ``grads`` (returned). ``None`` where the kernels do not apply."""
+    function = "normalize_backward"
+    if not _applies(unit):
+        return None
+    k, d = _table(function, unit)
+    norms = _floats(function, "norms", norms, (k,), "(k,)")
+    grads = _floats(function, "grads", grads, (k, d), "(k, d)", in_place=True)
+    if _overlap(grads, unit) or _overlap(grads, norms):
+        raise ValueError(f"{function}: grads shares memory with unit or norms")
+    library().normalize_rows_backward(unit.data_ptr(), norms.data_ptr(), k, d, grads.data_ptr(), _threads(k))
     return grads

@@ -143,20 +143,20 @@ class _Rows:
 
     def dots(self, rows: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """(nnz,) rows[u] . fixed[i] at every observed entry (u, i): a sampled dense-dense product."""
-        pattern = self.sparse(torch.zeros(self.col.shape[0], dtype=rows.dtype))
+        pattern = self.sparse(torch.zeros(self.col.shape[0], dtype=rows.dtype, device=rows.device))
         return torch.sparse.sampled_addmm(pattern, rows, fixed.T, beta=0.0).values()
 
 
 def _as_rows(confidence: sp.csr_matrix, unobserved_weight: float, l2: float, reg_exponent: float,
-             dtype: torch.dtype) -> _Rows:
-    """Torch form of a (canonical CSR) confidence matrix, in ``dtype``."""
+             dtype: torch.dtype, device: torch.device | str = "cpu") -> _Rows:
+    """Torch form of a (canonical CSR) confidence matrix, in ``dtype`` on ``device``."""
     counts = np.diff(confidence.indptr)
     l2_rows = _row_l2(counts, confidence.shape[1], unobserved_weight, l2, reg_exponent)
     return _Rows(
-        crow=torch.from_numpy(confidence.indptr.astype(np.int64)),
-        col=torch.from_numpy(confidence.indices.astype(np.int64)),
-        confidence=torch.from_numpy(confidence.data).to(dtype),
-        l2=torch.from_numpy(l2_rows).to(dtype),
+        crow=torch.from_numpy(confidence.indptr.astype(np.int64)).to(device),
+        col=torch.from_numpy(confidence.indices.astype(np.int64)).to(device),
+        confidence=torch.from_numpy(confidence.data).to(device, dtype),
+        l2=torch.from_numpy(l2_rows).to(device, dtype),
         shape=confidence.shape,
     )
 
@@ -199,17 +199,17 @@ def _solve_cholesky(rows: _Rows, fixed: torch.Tensor, unobserved_weight: float) 
     longest row (padding points at an extra zero row of ``fixed``), so every chunk's systems are one batched
     product (B, k, L) @ (B, L, k) instead of per-entry outer products.
     """
-    n_rows, factors = rows.shape[0], fixed.shape[1]
+    n_rows, factors, device = rows.shape[0], fixed.shape[1], fixed.device
     gram = unobserved_weight * (fixed.T @ fixed)
     # one extra entry (column n_cols, confidence 0) and one extra zero row of ``fixed`` serve as padding
-    padded = torch.cat([fixed, torch.zeros(1, factors, dtype=fixed.dtype)])
-    padded_col = torch.cat([rows.col, torch.tensor([fixed.shape[0]])])
-    padded_confidence = torch.cat([rows.confidence, torch.zeros(1, dtype=rows.confidence.dtype)])
+    padded = torch.cat([fixed, torch.zeros(1, factors, dtype=fixed.dtype, device=device)])
+    padded_col = torch.cat([rows.col, torch.tensor([fixed.shape[0]], device=device)])
+    padded_confidence = torch.cat([rows.confidence, torch.zeros(1, dtype=rows.confidence.dtype, device=device)])
     counts = rows.crow.diff()
     order = torch.argsort(counts, stable=True)
-    sorted_counts = counts[order].numpy()
-    eye = torch.eye(factors, dtype=fixed.dtype)
-    solution = torch.empty(n_rows, factors, dtype=fixed.dtype)
+    sorted_counts = counts[order].cpu().numpy()
+    eye = torch.eye(factors, dtype=fixed.dtype, device=device)
+    solution = torch.empty(n_rows, factors, dtype=fixed.dtype, device=device)
     start = 0
     while start < n_rows:
         # rows up to 25% longer than the chunk's shortest, at most _CHOLESKY_CHUNK_ENTRIES * k floats gathered
@@ -218,7 +218,7 @@ def _solve_cholesky(rows: _Rows, fixed: torch.Tensor, unobserved_weight: float) 
         stop = min(longest, start + max(1, _CHOLESKY_CHUNK_ENTRIES // max(length, factors)))
         chunk = order[start:stop]
         length = max(int(sorted_counts[stop - 1]), 1)
-        positions = torch.arange(length)
+        positions = torch.arange(length, device=device)
         valid = positions[None, :] < counts[chunk, None]
         entries = torch.where(valid, rows.crow[chunk, None] + positions[None, :], rows.col.shape[0])
         confidence = padded_confidence[entries]  # (B, L)
@@ -268,11 +268,11 @@ def ials_solve(confidence: sp.spmatrix, fixed: torch.Tensor, unobserved_weight: 
         raise ValueError(f"unobserved_weight={unobserved_weight}: must be >= 0")
     expected = (matrix.shape[0], fixed.shape[1])
     if initial is None:
-        initial = torch.zeros(expected, dtype=fixed.dtype)
+        initial = torch.zeros(expected, dtype=fixed.dtype, device=fixed.device)
     elif tuple(initial.shape) != expected:
         raise ValueError(f"initial has shape {tuple(initial.shape)}; expected {expected}")
-    rows = _as_rows(matrix, unobserved_weight, l2, reg_exponent, fixed.dtype)
-    return _solve(rows, fixed, unobserved_weight, solver, initial.to(fixed.dtype), cg_steps)
+    rows = _as_rows(matrix, unobserved_weight, l2, reg_exponent, fixed.dtype, fixed.device)
+    return _solve(rows, fixed, unobserved_weight, solver, initial.to(fixed.device, fixed.dtype), cg_steps)
 
 
 class IALS:
@@ -293,14 +293,17 @@ class IALS:
         iterations: sweeps of ``fit``.
         solver: ``"cg"`` or ``"cholesky"``; cg_steps: CG steps per half-step.
         reg_exponent: nu of Rendle et al.'s frequency-scaled regularisation (0 = plain l2).
-        init_std: standard deviation of the normal initial factors; seed: their seed.
+        init_std: standard deviation of the normal initial factors; seed: their seed (drawn on the CPU, so
+            every device starts from the same factors).
+        device: where the factors and the sparse matrices (torch CSR) live and the solves run (``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``).
     """
 
     name = "ials"
 
     def __init__(self, factors: int = 64, alpha: float = 0.0, l2: float = 3.0, unobserved_weight: float = 0.01,
                  iterations: int = 10, solver: str = "cg", cg_steps: int = 3, reg_exponent: float = 0.0,
-                 init_std: float = 0.01, seed: int = 0) -> None:
+                 init_std: float = 0.01, seed: int = 0, device: str = "cpu") -> None:
         if isinstance(factors, bool) or not isinstance(factors, int) or factors < 1:
             raise ValueError(f"factors={factors}: must be an integer >= 1")
         if not alpha > -1:
@@ -316,7 +319,7 @@ class IALS:
         self.factors, self.alpha, self.l2 = factors, alpha, l2
         self.unobserved_weight, self.iterations = unobserved_weight, iterations
         self.solver, self.cg_steps, self.reg_exponent = solver, cg_steps, reg_exponent
-        self.init_std, self.seed = init_std, seed
+        self.init_std, self.seed, self.device = init_std, seed, torch.device(device)
         self.user_factors: torch.Tensor | None = None
         self.item_factors: torch.Tensor | None = None
         self._users: _Rows | None = None
@@ -342,13 +345,13 @@ class IALS:
                                  f"the pattern of train (shape {matrix.shape}, {matrix.nnz} entries)")
         if confidence.nnz and confidence.data.min() <= 0:
             raise ValueError("weights: every observed entry needs a confidence > 0")
-        args = (self.unobserved_weight, self.l2, self.reg_exponent, torch.float32)
+        args = (self.unobserved_weight, self.l2, self.reg_exponent, torch.float32, self.device)
         self._users = _as_rows(confidence, *args)
         self._items = _as_rows(confidence.T.tocsr(), *args)
         generator = torch.Generator().manual_seed(self.seed)
         n_users, n_items = matrix.shape
-        self.user_factors = torch.randn(n_users, self.factors, generator=generator) * self.init_std
-        self.item_factors = torch.randn(n_items, self.factors, generator=generator) * self.init_std
+        self.user_factors = (torch.randn(n_users, self.factors, generator=generator) * self.init_std).to(self.device)
+        self.item_factors = (torch.randn(n_items, self.factors, generator=generator) * self.init_std).to(self.device)
         self._sweeps = 0
         return self
 
@@ -396,21 +399,21 @@ class IALS:
         everything = self.unobserved_weight * ((users.T @ users) * (items.T @ items)).sum()
         penalty = 0.0
         for side, factors in ((self._users, users), (self._items, items)):
-            counts = side.crow.diff().numpy()
+            counts = side.crow.diff().cpu().numpy()
             l2 = _row_l2(counts, side.shape[1], self.unobserved_weight, self.l2, self.reg_exponent)
-            penalty += float((torch.from_numpy(l2) * (factors**2).sum(1)).sum())
+            penalty += float((torch.from_numpy(l2).to(factors.device) * (factors**2).sum(1)).sum())
         return float(observed + everything) + penalty
 
     def scores(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores (U, n_items) = U[users] Vᵀ for a LongTensor of users (U,)."""
+        """Scores (U, n_items) = U[users] Vᵀ for a LongTensor of users (U,), on the model's device."""
         if self.user_factors is None or self.item_factors is None:
             raise ValueError("call fit(train) before scores()")
         with torch.no_grad():
-            return self.user_factors[users] @ self.item_factors.T
+            return self.user_factors[users.to(self.device)] @ self.item_factors.T
 
 
 def bench_ials(dataset: str | data.Dataset, factors: int = 64, iterations: int = 3, solver: str = "cg",
-               cg_steps: int = 3) -> dict[str, float | int | str]:
+               cg_steps: int = 3, device: str = "cpu") -> dict[str, float | int | str]:
     """Time iALS sweeps (users + items) on a data set: a name for :func:`recloss_lite.core.data.load` or a Dataset.
 
     Returns ``seconds_per_iteration`` (the median over ``iterations`` sweeps after the set-up),
@@ -421,12 +424,14 @@ def bench_ials(dataset: str | data.Dataset, factors: int = 64, iterations: int =
         raise ValueError(f"iterations={iterations}: must be an integer >= 1")
     ds = data.load(dataset) if isinstance(dataset, str) else dataset
     start = time.perf_counter()
-    model = IALS(factors=factors, solver=solver, cg_steps=cg_steps).start(ds.train)
+    model = IALS(factors=factors, solver=solver, cg_steps=cg_steps, device=device).start(ds.train)
     setup = time.perf_counter() - start
     seconds = []
     for _ in range(iterations):
         start = time.perf_counter()
         model.fit_iteration()
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
         seconds.append(time.perf_counter() - start)
     return {
         "dataset": ds.name, "users": ds.train.shape[0], "items": ds.train.shape[1],
@@ -449,15 +454,20 @@ def memory_available_bytes() -> int:
     raise ValueError(f"{MEMINFO}: no MemAvailable line")
 
 
-def ease_memory_bytes(n_items: int, itemsize: int = 4) -> int:
+def ease_memory_bytes(n_items: int, itemsize: int = 4, n_users: int | None = None) -> int:
     """Peak bytes of :meth:`EASE.fit`: ONE (n_items, n_items) matrix (Gram, inverse and B share it, in place)
-    plus two row blocks of temporaries."""
-    return n_items * n_items * itemsize + 2 * _BLOCK_ROWS * n_items * itemsize
+    plus two row blocks of temporaries; with ``n_users`` below ``WOODBURY_BELOW * n_items`` (the users' side,
+    :func:`ease_weights_from_users`), also the (n_users, n_users) inverse and its blocks."""
+    needed = n_items * n_items * itemsize + 2 * _BLOCK_ROWS * n_items * itemsize
+    if n_users is not None and _from_users(n_users, n_items):
+        needed += (n_users * n_users + 2 * _BLOCK_ROWS * n_users) * itemsize
+    return needed
 
 
-def check_ease_memory(n_items: int, itemsize: int = 4, available: int | None = None) -> None:
+def check_ease_memory(n_items: int, itemsize: int = 4, available: int | None = None,
+                      n_users: int | None = None) -> None:
     """Raise MemoryError, before allocating anything, if EASE on ``n_items`` items needs more than available."""
-    needed = ease_memory_bytes(n_items, itemsize)
+    needed = ease_memory_bytes(n_items, itemsize, n_users)
     available = memory_available_bytes() if available is None else available
     if needed > available:
         raise MemoryError(
@@ -479,47 +489,137 @@ def gram_matrix(train: sp.spmatrix, dtype: type = np.float32) -> np.ndarray:
     return gram
 
 
+def _symmetrize_from_upper(matrix: np.ndarray) -> None:
+    """Copy the upper triangle of a square C-ordered array onto its lower triangle, in place, tile by tile."""
+    n = len(matrix)
+    for start in range(0, n, _BLOCK_ROWS):
+        stop = min(start + _BLOCK_ROWS, n)
+        for top in range(0, start, _BLOCK_ROWS):
+            matrix[start:stop, top:top + _BLOCK_ROWS] = matrix[top:top + _BLOCK_ROWS, start:stop].T
+        tile = matrix[start:stop, start:stop]
+        tile[...] = np.triu(tile) + np.triu(tile, 1).T
+
+
+def spd_inverse_(matrix: np.ndarray, what: str) -> np.ndarray:
+    """The inverse of a symmetric positive definite C-ordered float32 / float64 array, IN PLACE (returned).
+
+    LAPACK on the column-major view of the same memory (a C-ordered array's transpose; the matrix is symmetric), so
+    no copy of it is ever made: potrf through torch (MKL), then potri through scipy, which inverts from the
+    Cholesky factor with half the arithmetic of a general inverse; the triangle it leaves is copied over. ValueError
+    naming ``what`` where the matrix is not positive definite. Chapter 06_linear_models.
+    """
+    from scipy.linalg import lapack
+
+    view = torch.from_numpy(matrix).T
+    info = torch.empty((), dtype=torch.int32)
+    torch.linalg.cholesky_ex(view, out=(view, info))  # lower factor of the view: the upper triangle of matrix
+    if int(info) != 0:
+        raise ValueError(f"EASE: {what} is not positive definite (potrf info={int(info)})")
+    potri = lapack.spotri if matrix.dtype == np.float32 else lapack.dpotri
+    inverse, info = potri(matrix.T, lower=1, overwrite_c=1)
+    if info != 0:
+        raise ValueError(f"EASE: {what} is singular (potri info={info})")
+    if not np.shares_memory(inverse, matrix):  # LAPACK was handed a copy: bring the result back
+        matrix.T[...] = inverse
+    _symmetrize_from_upper(matrix)
+    return matrix
+
+
 def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     """EASE's B from the Gram matrix XᵀX, IN PLACE: ``gram`` is overwritten and returned as B.
 
-    P = (G + l2 I)^-1 by one Cholesky factorisation and inversion (LAPACK potrf + potri through torch, on the
-    column-major view of the same memory, so no copy); B = I - P diag(1/diag P), i.e. B_ij = -P_ij / P_jj and
-    B_jj = 0 (Steck 2019 eq. 8). ``gram`` (n, n) C-contiguous float32 or float64; the dtype is kept. Chapter
-    06_linear_models.
+    P = (G + l2 I)^-1 by one Cholesky factorisation and inversion in place (:func:`spd_inverse_`); B = I - P
+    diag(1/diag P), i.e. B_ij = -P_ij / P_jj and B_jj = 0 (Steck 2019 eq. 8). ``gram`` (n, n) C-contiguous float32
+    or float64; the dtype is kept. Chapter 06_linear_models.
     """
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or not gram.flags.c_contiguous:
         raise ValueError(f"gram must be a square C-contiguous array, got shape {gram.shape}")
     _check_positive(l2=l2)
     _check_finite(gram, "gram")
     gram[np.diag_indices_from(gram)] += l2
-    # A C-ordered array's transpose is column-major: torch hands it to LAPACK without a copy (G is symmetric).
-    view = torch.from_numpy(gram).T
-    info = torch.empty((), dtype=torch.int32)
-    torch.linalg.cholesky_ex(view, out=(view, info))
-    if int(info) != 0:
-        raise ValueError(f"EASE: XᵀX + l2 I is not positive definite (potrf info={int(info)}); raise l2={l2}")
-    torch.cholesky_inverse(view, out=view)
+    spd_inverse_(gram, f"XᵀX + l2 I with l2={l2} (raise l2)")
     gram /= -np.diagonal(gram).copy()[None, :]
     gram[np.diag_indices_from(gram)] = 0.0
     return gram
 
 
+# Below this ratio of users to items, EASE inverts on the users' side (ease_weights_from_users).
+WOODBURY_BELOW = 0.9
+
+
+def _from_users(n_users: int, n_items: int) -> bool:
+    return n_users < WOODBURY_BELOW * n_items
+
+
+def ease_weights_from_users(train: sp.spmatrix, l2: float) -> np.ndarray:
+    """EASE's B (n_items, n_items) float32 from the users' side, for fewer users than items.
+
+    With X (n_users, n_items), Woodbury's identity gives P = (XᵀX + l2 I)^-1 = (I - T) / l2 with T = Xᵀ (XXᵀ +
+    l2 I)^-1 X, so that B_ij = -P_ij / P_jj = T_ij / (1 - T_jj) (i != j), B_jj = 0: one (n_users, n_users)
+    inverse (:func:`spd_inverse_`), (n_users / n_items)^3 of the arithmetic of inverting on the items' side, then
+    T block by block from sparse products. The same B as :func:`ease_weights` up to float32 rounding (the test
+    compares both with a float64 reference). Chapter 06_linear_models.
+    """
+    _check_positive(l2=l2)
+    matrix = _check_matrix(train, "train").astype(np.float32)
+    inner = gram_matrix(matrix.T.tocsr())  # X Xᵀ (n_users, n_users)
+    inner[np.diag_indices_from(inner)] += l2
+    spd_inverse_(inner, f"XXᵀ + l2 I with l2={l2} (raise l2)")
+    n_items = matrix.shape[1]
+    columns = matrix.T.tocsr()  # row j: the users of item j
+    all_columns, inverse = _to_torch_csr(columns), torch.from_numpy(inner)
+    weights = np.empty((n_items, n_items), dtype=np.float32)
+    for start in range(0, n_items, _BLOCK_ROWS):  # torch's sparse @ dense products (threaded), block by block
+        stop = min(start + _BLOCK_ROWS, n_items)
+        solved = _to_torch_csr(columns[start:stop]) @ inverse  # X_Jᵀ (XXᵀ + l2 I)^-1: (rows, n_users)
+        weights[start:stop] = (all_columns @ solved.T.contiguous()).T.numpy()  # T[J, :] = that @ X
+    del inner, inverse, solved
+    weights /= (1.0 - np.diagonal(weights)).copy()[None, :]
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights
+
+
+def _ease_weights_torch(train: sp.csr_matrix, l2: float, device: torch.device) -> torch.Tensor:
+    """EASE's B computed by torch on ``device`` (a GPU): XᵀX from the sparse CSR X there, then Cholesky and its
+    inverse (as :func:`ease_weights`)."""
+    gram = _to_torch_csr(train.T.tocsr(), device) @ _to_torch_csr(train, device).to_dense()
+    gram.diagonal().add_(l2)
+    factor, info = torch.linalg.cholesky_ex(gram)
+    if int(info) != 0:
+        raise ValueError(f"EASE: XᵀX + l2 I is not positive definite (potrf info={int(info)}); raise l2={l2}")
+    del gram
+    weights = torch.cholesky_inverse(factor)
+    del factor
+    weights /= -weights.diagonal().clone()[None, :]
+    weights.diagonal().zero_()
+    return weights
+
+
+def _to_torch_csr(rows: sp.csr_matrix, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A scipy CSR matrix as a torch sparse CSR tensor on ``device``."""
+    return _torch_csr(torch.from_numpy(rows.indptr.astype(np.int64)), torch.from_numpy(rows.indices.astype(np.int64)),
+                      torch.from_numpy(rows.data), rows.shape).to(device)
+
+
 class EASE:
     """EASE, scores S = X B with the closed-form B of Steck 2019 (chapter 06_linear_models).
 
-    ``fit`` checks the memory first (one (n_items, n_items) float32 matrix, :func:`check_ease_memory`), then
-    builds XᵀX, inverts it in place and keeps ``weights`` = B (n_items, n_items) as a torch tensor. ``scores``
-    is the sparse product X[users] @ B (the users' rows are never densified).
+    On the CPU, ``fit`` checks the memory first (one (n_items, n_items) float32 matrix, :func:`check_ease_memory`),
+    then computes B in place: from the items' side (XᵀX, inverted in place: :func:`ease_weights`) or, with fewer
+    users than items, from the users' side (:func:`ease_weights_from_users`, less arithmetic); ``weights`` = B
+    (n_items, n_items) as a torch tensor. On a GPU (``device="cuda"``) torch does the same there. ``scores`` is the
+    sparse product X[users] @ B (the users' rows are never densified), on the model's device.
 
     Args:
         l2: the penalty lambda > 0 (BARS: 80 on Gowalla, 300 on Yelp2018, 50 on Amazon-Book).
+        device: where B lives and is computed (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
     """
 
     name = "ease"
 
-    def __init__(self, l2: float = 500.0) -> None:
+    def __init__(self, l2: float = 500.0, device: str = "cpu") -> None:
         _check_positive(l2=l2)
-        self.l2 = l2
+        self.l2, self.device = l2, torch.device(device)
         self.weights: torch.Tensor | None = None
         self._train: sp.csr_matrix | None = None
 
@@ -527,21 +627,25 @@ class EASE:
         """Closed-form fit on ``train`` (n_users, n_items) sparse; MemoryError if B cannot fit in memory."""
         if not sp.issparse(train) or train.ndim != 2:
             raise ValueError(f"train must be a 2-D scipy sparse matrix, got {type(train).__name__}")
-        check_ease_memory(train.shape[1])
+        n_users, n_items = train.shape
+        if self.device.type == "cpu":
+            check_ease_memory(n_items, n_users=n_users)
         self._train = _check_matrix(train, "train").astype(np.float32)
-        self.weights = torch.from_numpy(ease_weights(gram_matrix(self._train), self.l2))
+        if self.device.type != "cpu":
+            self.weights = _ease_weights_torch(self._train, self.l2, self.device)
+        elif _from_users(n_users, n_items):
+            self.weights = torch.from_numpy(ease_weights_from_users(self._train, self.l2))
+        else:
+            self.weights = torch.from_numpy(ease_weights(gram_matrix(self._train), self.l2))
         return self
 
     def scores(self, users: torch.Tensor) -> torch.Tensor:
         """Scores (U, n_items) = X[users] @ B for a LongTensor of users (U,): a sparse @ dense product."""
         if self.weights is None or self._train is None:
             raise ValueError("call fit(train) before scores()")
-        rows = self._train[users.numpy()]
-        sparse_rows = _torch_csr(torch.from_numpy(rows.indptr.astype(np.int64)),
-                                 torch.from_numpy(rows.indices.astype(np.int64)), torch.from_numpy(rows.data),
-                                 rows.shape)
+        rows = _to_torch_csr(self._train[users.cpu().numpy()], self.device)
         with torch.no_grad():
-            return sparse_rows @ self.weights
+            return rows @ self.weights
 
 
 # ------------------------------------------------------------------------------------------------------------

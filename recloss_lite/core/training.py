@@ -43,7 +43,9 @@ from .sampling import KINDS, NegativeSampler
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("mf", "ials", "ease", "hdccf")
 SCHEDULES = ("constant", "cosine")
-RESUME_MAY_CHANGE = ("epochs", "max_seconds")  # --resume with a larger budget continues a finished run
+# A reopened run may change these: a larger budget continues a finished run (--resume); the evaluation's batch size
+# changes no number, only speed and memory.
+RESUME_MAY_CHANGE = ("epochs", "max_seconds", "eval_batch_size")
 CHECKPOINT, REFIT_CHECKPOINT, RESULT = "checkpoint.pt", "refit.pt", "result.json"
 
 
@@ -65,9 +67,13 @@ class RowAdam:
         self._marked = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)
         self._position = torch.zeros(weight.shape[0], dtype=torch.int64, device=weight.device)
 
-    def distinct(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def distinct(self, ids: torch.Tensor, grouped: bool = False) -> tuple[torch.Tensor, ...]:
         """The distinct rows among ``ids``, in increasing order, as ``torch.unique`` gives them: (unique ids (K,),
-        inverse (len(ids),) with ``ids == unique[inverse]``, counts (K,))."""
+        inverse (len(ids),) with ``ids == unique[inverse]``, counts (K,)); one compiled pass where available, which
+        with ``grouped`` also gives the (order, start) of :func:`.kernels.distinct`."""
+        fast = kernels.distinct(ids, self._marked, self._position, grouped)
+        if fast is not None:
+            return fast
         self._marked.index_fill_(0, ids, True)
         unique_ids = torch.nonzero(self._marked).view(-1)
         self._marked.index_fill_(0, unique_ids, False)
@@ -193,7 +199,7 @@ class TrainConfig:
     seed: int = 0
     init_std: float = 0.1
     max_seconds: float | None = None
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 64
     device: str = "cpu"
     data_dir: str | None = None
 
@@ -354,7 +360,16 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
         if not negatives.in_batch:
             parts.append(negatives.items.reshape(-1) + model.n_users)
         ids = torch.cat(parts)
-        unique_ids, inverse, counts = optimizer.distinct(ids)
+        # Per-row negatives on the CPU, no dropout: scores and their backward by the compiled kernels. The dot
+        # product with a few negatives reads the rows in place; otherwise (cosine, or many negatives) the kernels
+        # take the batch's distinct rows, normalised once each, row by row (kernels.grouped_scores). Else autograd
+        # through one leaf of the batch's distinct rows. Either way the loss is differentiated by autograd and every
+        # row gets the sum of its occurrences' gradients.
+        per_row = (not negatives.shared and not negatives.in_batch and not config.dropout and device.type == "cpu"
+                   and model.weight.dtype == torch.float32 and kernels.library() is not None)
+        grouped = per_row and (model.similarity == "cosine" or negatives.items.shape[1] >= kernels.GROUPED_FROM)
+        unique_ids, inverse, counts, *groups = optimizer.distinct(ids, grouped=grouped)
+        grouped = bool(groups)  # the layout came with the distinct rows
         extra = {}
         if wants_log_q:
             log_q_neg = negatives.log_q
@@ -364,18 +379,27 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
             elif negatives.shared:
                 log_q_neg = log_q_neg.expand(size, -1)
             extra = {"log_q_pos": negatives.log_q_pos, "log_q_neg": log_q_neg}
-        # Dot product, per-row negatives, on the CPU, no dropout: scores and their backward by the compiled kernels,
-        # which read the rows in place. Otherwise autograd through one leaf of the batch's distinct rows. Either way
-        # the loss is differentiated by autograd and every row gets the sum of its occurrences' gradients.
-        scores = None
-        if model.similarity == "dot" and not negatives.shared and not negatives.in_batch and not config.dropout:
+        scores = norms = None
+        if grouped:
+            if model.similarity == "cosine":  # gathered and normalised in one pass
+                table, norms = kernels.normalize(model.weight.data, unique_ids)
+            else:
+                table = model.weight.data.index_select(0, unique_ids)
+            kernel_args = (table, inverse[:size], *groups)
+            scores = kernels.grouped_scores(*kernel_args, negatives.items.shape[1])
+        elif per_row and model.similarity == "dot":
             kernel_args = (model.weight.data, parts[0], parts[1], parts[2].view(size, -1))
             scores = kernels.pair_scores(*kernel_args)
         if scores is not None:
             pos, neg = (part.requires_grad_(True) for part in scores)
             loss = loss_fn(pos, neg, **extra)
-            grad = kernels.pair_scores_backward(*kernel_args, *torch.autograd.grad(loss, (pos, neg)), inverse,
-                                                len(unique_ids))
+            grads = torch.autograd.grad(loss, (pos, neg))
+            if grouped:
+                grad = kernels.grouped_scores_backward(*kernel_args, *grads)
+                if norms is not None:  # back through the normalisation
+                    grad = kernels.normalize_backward(table, norms, grad)
+            else:
+                grad = kernels.pair_scores_backward(*kernel_args, *grads, inverse, len(unique_ids))
         else:
             rows = optimizer.gather(unique_ids)
             slots = inverse.split([len(part) for part in parts])
@@ -482,7 +506,8 @@ class IALSTrainable:
     def __init__(self, config: TrainConfig, train: sp.csr_matrix, n_users: int, n_items: int) -> None:
         from .linear import IALS
 
-        self.model = IALS(**{"factors": config.dim, "seed": config.seed, **config.model_params}).start(train)
+        options = {"factors": config.dim, "seed": config.seed, "device": config.device, **config.model_params}
+        self.model = IALS(**options).start(train)
 
     def train_epoch(self, generator: torch.Generator, deadline: float | None) -> None:
         self.model.fit_iteration()
@@ -495,8 +520,8 @@ class IALSTrainable:
         return {"user_factors": self.model.user_factors.clone(), "item_factors": self.model.item_factors.clone()}
 
     def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.user_factors = state["user_factors"].clone()
-        self.model.item_factors = state["item_factors"].clone()
+        self.model.user_factors = state["user_factors"].to(self.model.device, copy=True)
+        self.model.item_factors = state["item_factors"].to(self.model.device, copy=True)
 
     state_dict, load_state_dict = model_state, load_model_state
 
@@ -510,7 +535,7 @@ class EASETrainable:
     def __init__(self, config: TrainConfig, train: sp.csr_matrix, n_users: int, n_items: int) -> None:
         from .linear import EASE
 
-        self.model, self.train = EASE(**config.model_params), train
+        self.model, self.train = EASE(**{"device": config.device, **config.model_params}), train
 
     def train_epoch(self, generator: torch.Generator, deadline: float | None) -> None:
         self.model.fit(self.train)

@@ -8,10 +8,16 @@
 * ``ials_iter_s``: one iALS iteration (users then items, 64 factors), when :mod:`recloss_lite.core.linear` provides it.
 * ``hdccf_batch_s`` / ``hdccf_modulated_batch_s``: one HDCCF training step (sampling with its masks, loss,
   backward, optimiser) at the CLI preset (M = 256, P = 2), without and with the modulated similarity.
+* with ``peers``: ``implicit_bpr_epoch_s`` and ``implicit_als_iter_s``, the `implicit` library's CPU BPR epoch (SGD)
+  and ALS iteration (64 factors) on the same training matrix in the same run, and the ratios
+  ``bpr_vs_implicit`` and ``ials_vs_implicit`` (ours / theirs). ``implicit`` is optional (``pip install
+  recloss-lite[peers]``) and imported only here.
+* with ``ease``: ``ease_fit_s``, one EASE fit (l2 as BARS: 80 on Gowalla); minutes on two cores, timed once.
 
 ``kernels`` says whether the compiled kernels of :mod:`recloss_lite.core.kernels` ran (the default where a C compiler is
 found) or the PyTorch fallback did. Each figure is the median of ``repeats`` timed runs after one warm-up; the
-machine's thread count is printed with them, because the targets (1.0 s, 15 s, 6 s on two cores) depend on it.
+machine's thread count is printed with them, because the figures depend on it (and on whatever else runs there:
+compare with a peer measured in the same run).
 """
 
 from __future__ import annotations
@@ -69,8 +75,33 @@ def hdccf_batch_seconds(dataset: data.Dataset, modulation: bool, batches: int = 
     return max(steps(1 + batches) - steps(1), 0.0) / batches
 
 
-def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu", progress: bool = True) -> dict:
-    """Measure every figure on data set ``name``; print each as it is measured when ``progress``."""
+# EASE's l2 per data set (BARS); others take EASE's default.
+EASE_L2 = {"gowalla": 80.0, "yelp2018": 300.0, "amazon-book": 50.0}
+
+
+def implicit_seconds(dataset: data.Dataset, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of the `implicit` library's CPU BPR epoch and ALS iteration (64 factors, one iteration per
+    ``fit``, as many threads as torch uses, BLAS single-threaded inside ALS as implicit advises) on
+    ``dataset.train``. ImportError where implicit is not installed."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from threadpoolctl import threadpool_limits
+
+    matrix = dataset.train.tocsr().astype("float32")
+    threads = torch.get_num_threads()
+    figures = {}
+    with threadpool_limits(1, "blas"):
+        for key, model in (("implicit_bpr_epoch_s", BayesianPersonalizedRanking),
+                           ("implicit_als_iter_s", AlternatingLeastSquares)):
+            peer = model(factors=64, iterations=1, num_threads=threads, random_state=0)
+            figures[key] = _median_seconds(lambda peer=peer: peer.fit(matrix, show_progress=False), repeats)
+    return figures
+
+
+def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu", progress: bool = True,
+                   peers: bool = False, ease: bool = False) -> dict:
+    """Measure every figure on data set ``name``; print each as it is measured when ``progress``. ``peers`` adds
+    implicit's figures (measured first, in the same run), ``ease`` one EASE fit."""
     dataset = data.load(name)
     figures: dict[str, float | int | str] = {"dataset": name, "threads": torch.get_num_threads(),
                                              "device": device, "repeats": repeats,
@@ -78,11 +109,14 @@ def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu",
     if progress:
         print(f"{'kernels':>18}: {figures['kernels']} (RECLOSS_KERNELS=0 forces the PyTorch path)", flush=True)
 
-    def report(key: str, value: float) -> None:
+    def report(key: str, value: float, unit: str = "s") -> None:
         figures[key] = round(value, 4)
         if progress:
-            print(f"{key:>18}: {value:8.3f} s", flush=True)
+            print(f"{key:>18}: {value:8.3f} {unit}", flush=True)
 
+    if peers:
+        for key, value in implicit_seconds(dataset, repeats).items():
+            report(key, value)
     bpr = TrainConfig(dataset=name, loss="bpr", batch_size=2048, num_negatives=1, device=device)
     report("bpr_epoch_s", epoch_seconds(dataset, bpr, repeats))
     shared = TrainConfig(dataset=name, loss="infonce", similarity="cosine", batch_size=2048, num_negatives=800,
@@ -94,7 +128,16 @@ def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu",
     model = MF(dataset.n_users, dataset.n_items, 64).to(device)
     report("eval_s", _median_seconds(lambda: metrics.evaluate(lambda u: model.scores(u.to(device)).cpu(),
                                                               dataset.train, dataset.test), repeats))
-    report("ials_iter_s", linear.bench_ials(dataset, factors=64, iterations=repeats)["seconds_per_iteration"])
+    report("ials_iter_s", linear.bench_ials(dataset, factors=64, iterations=repeats,
+                                            device=device)["seconds_per_iteration"])
+    if peers:
+        report("bpr_vs_implicit", figures["bpr_epoch_s"] / figures["implicit_bpr_epoch_s"], "x")
+        report("ials_vs_implicit", figures["ials_iter_s"] / figures["implicit_als_iter_s"], "x")
     report("hdccf_batch_s", hdccf_batch_seconds(dataset, modulation=False))
     report("hdccf_modulated_batch_s", hdccf_batch_seconds(dataset, modulation=True, batches=4))
+    if ease:
+        l2 = EASE_L2.get(name, linear.EASE().l2)
+        start = time.perf_counter()
+        linear.EASE(l2=l2, device=device).fit(dataset.train)
+        report("ease_fit_s", time.perf_counter() - start)
     return figures

@@ -192,7 +192,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmarks
 
-    figures = run_benchmarks(args.dataset, repeats=args.repeats, device=args.device, progress=not args.json)
+    figures = run_benchmarks(args.dataset, repeats=args.repeats, device=args.device, progress=not args.json,
+                             peers=args.peers, ease=args.ease)
     if args.json:
         _print_json_line(figures)
     return 0
@@ -242,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="gowalla")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions; the median is reported")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--peers", action="store_true", help="also time the implicit library's BPR epoch and ALS "
+                   "iteration on the same data, in the same run (pip install recloss-lite[peers])")
+    p.add_argument("--ease", action="store_true", help="also time one EASE fit (minutes)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser
