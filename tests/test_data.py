@@ -371,3 +371,15 @@ def test_item_popularity_and_describe_by_hand() -> None:
         "mean_items_per_user": pytest.approx(5 / 3),
         "median_items_per_user": 2.0,
     }
+
+
+def test_canonical_csr_sums_duplicates_sorts_and_names_a_bad_shape() -> None:
+    coo = sp.coo_matrix((np.ones(4), ([1, 1, 0, 1], [3, 0, 2, 3])), shape=(2, 5))
+    matrix = data.canonical_csr(coo, "test", shape=(2, 5), dtype=np.float32)
+    assert matrix.dtype == np.float32 and matrix.has_sorted_indices and matrix.nnz == 3
+    assert matrix[1, 3] == 2.0 and list(matrix.indices) == [2, 0, 3]
+    assert coo.nnz == 4  # a copy: the input is untouched
+    with pytest.raises(ValueError, match=r"test has shape \(2, 5\) but train has shape \(3, 5\)"):
+        data.canonical_csr(coo, "test", shape=(3, 5))
+    with pytest.raises(ValueError, match=r"train \(2, 5\) has no interactions"):
+        data.canonical_csr(sp.csr_matrix((2, 5)), "train", nonempty=True)

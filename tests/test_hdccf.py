@@ -205,19 +205,13 @@ def test_theorem_1_monte_carlo():
         result["loss_biased_mean"] - result["loss_ideal"])
 
 
-def test_score_overlap():
-    assert hdccf.score_overlap(np.arange(10.0), np.arange(10.0), bins=5) == pytest.approx(1.0)
-    assert hdccf.score_overlap(np.zeros(4), np.ones(4), bins=5) == 0.0
-    assert hdccf.score_overlap(np.array([0.0, 1.0]), np.array([1.0, 1.0]), bins=2) == pytest.approx(0.5)
-
-
 @pytest.mark.parametrize("modulation", [False, True])
 def test_scores_contract(modulation):
     model = hdccf.HDCCF(5, 7, dim=4, modulation=modulation, seed=1)
     users = torch.tensor([0, 3, 4])
     scores = model.scores(users)
     assert scores.shape == (3, 7) and scores.dtype == torch.float32 and not scores.requires_grad
-    torch.testing.assert_close(scores, model.pair_scores(users, torch.arange(7)).detach())
+    torch.testing.assert_close(scores, model.all_pair_scores(users, torch.arange(7)).detach())
     torch.testing.assert_close(model.diagonal_scores(users, torch.tensor([1, 2, 6])).detach(),
                                scores[[0, 1, 2], [1, 2, 6]])
 
@@ -241,7 +235,8 @@ def test_trains_on_movielens_and_beats_random(movielens):
 @pytest.mark.parametrize("kind", ["entries", "shared"])
 def test_relation_queries_match_the_dense_table(kind, monkeypatch):
     rng = np.random.default_rng(3)
-    matrix = hdccf._canonical(sp.random(40, 60, density=0.08, random_state=4, format="csr"))
+    matrix = data.canonical_csr(sp.random(40, 60, density=0.08, random_state=4, format="csr"), "train",
+                                dtype=np.float32)
     rows = rng.integers(0, 40, 25)
     cols = rng.integers(0, 60 if kind == "entries" else 40, 30)  # with repeats, as in a batch
     dense = hdccf._Relation(matrix, kind)

@@ -42,7 +42,7 @@ def _table(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
-    """The arguments of pair_scores_backward after the table: a batch of B=4 rows with N=3 negatives each, their
+    """The arguments of batch_scores_backward after the table: a batch of B=4 rows with N=3 negatives each, their
     upstream gradients, and the slots of their distinct ids (slot (B * (2 + N),) in [0, n_slots))."""
     generator = torch.Generator().manual_seed(seed)
     users, items = torch.tensor([0, 1, 1, 2]), torch.tensor([10, 11, 12, 10])
@@ -53,7 +53,7 @@ def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def _scores(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The arguments of pair_scores after the table."""
+    """The arguments of batch_scores after the table."""
     return {name: batch[name] for name in ("users", "items", "negatives")}
 
 
@@ -94,7 +94,7 @@ def test_a_warning_in_the_source_fails_the_build_to_the_pytorch_path(fresh, monk
         assert kernels.library() is None
     weight, moments = _table()
     assert kernels.row_adam(weight, moments, **_adam_args(), beta1=0.9, beta2=0.999, eps=1e-8, step_size=1e-3) is False
-    assert kernels.pair_scores(weight, **_scores(_batch())) is None
+    assert kernels.batch_scores(weight, **_scores(_batch())) is None
     assert not list(fresh.glob("*.so"))
 
 
@@ -104,8 +104,8 @@ def test_kernels_off_report_not_applicable(fresh, monkeypatch) -> None:
     weight, moments = _table()
     before = weight.clone(), moments.clone()
     assert kernels.row_adam(weight, moments, *_adam_args().values(), *ADAM) is False
-    assert kernels.pair_scores(weight, **_scores(_batch())) is None
-    assert kernels.pair_scores_backward(weight, **_batch()) is None
+    assert kernels.batch_scores(weight, **_scores(_batch())) is None
+    assert kernels.batch_scores_backward(weight, **_batch()) is None
     assert torch.equal(weight, before[0]) and torch.equal(moments, before[1])
     assert not fresh.exists()  # nothing was compiled
 
@@ -116,8 +116,8 @@ def test_a_table_the_kernels_cannot_take_is_left_to_pytorch(library, table) -> N
     weight = weight.double() if table == "float64" else weight.T.contiguous().T
     before = weight.clone()
     assert kernels.row_adam(weight, moments, *_adam_args().values(), *ADAM) is False
-    assert kernels.pair_scores(weight, **_scores(_batch())) is None
-    assert kernels.pair_scores_backward(weight, **_batch()) is None
+    assert kernels.batch_scores(weight, **_scores(_batch())) is None
+    assert kernels.batch_scores_backward(weight, **_batch()) is None
     assert torch.equal(weight, before)
 
 
@@ -126,7 +126,7 @@ def test_pair_score_kernels_match_autograd(library) -> None:
     weight = torch.randn(30, 8, generator=generator)
     users, items = torch.tensor([0, 1, 1, 2]), torch.tensor([10, 11, 12, 10])
     negatives = torch.tensor([[13, 10], [14, 14], [12, 20], [29, 11]])  # a positive drawn as a negative, repeats
-    pos, neg = kernels.pair_scores(weight, users, items, negatives)
+    pos, neg = kernels.batch_scores(weight, users, items, negatives)
     leaf = weight.clone().requires_grad_(True)
     ref_pos = (leaf[users] * leaf[items]).sum(-1)
     ref_neg = (leaf[negatives] * leaf[users].unsqueeze(1)).sum(-1)
@@ -135,10 +135,10 @@ def test_pair_score_kernels_match_autograd(library) -> None:
     (ref_grad,) = torch.autograd.grad((ref_pos * grad_pos).sum() + (ref_neg * grad_neg).sum(), leaf)
     ids = torch.cat([users, items, negatives.reshape(-1)])
     unique, inverse = torch.unique(ids, return_inverse=True)
-    grads = kernels.pair_scores_backward(weight, users, items, negatives, grad_pos, grad_neg, inverse, len(unique))
+    grads = kernels.batch_scores_backward(weight, users, items, negatives, grad_pos, grad_neg, inverse, len(unique))
     assert torch.allclose(grads, ref_grad[unique], atol=1e-5)
     with pytest.raises(ValueError, match=r"slot \(3,\) must be \(B \* \(2 \+ N\),\) = \(16,\)"):
-        kernels.pair_scores_backward(weight, users, items, negatives, grad_pos, grad_neg, inverse[:3], 3)
+        kernels.batch_scores_backward(weight, users, items, negatives, grad_pos, grad_neg, inverse[:3], 3)
 
 
 @pytest.mark.parametrize("negatives", [
@@ -151,13 +151,13 @@ def test_backward_where_gradient_rows_coincide_matches_autograd(library, negativ
              "grad_pos": torch.randn(4, generator=torch.Generator().manual_seed(1)),
              "grad_neg": torch.randn(4, 3, generator=torch.Generator().manual_seed(2))}
     ref_pos, ref_neg, ref_grad = _autograd(weight, batch)
-    pos, neg = kernels.pair_scores(weight, **_scores(batch))
+    pos, neg = kernels.batch_scores(weight, **_scores(batch))
     assert torch.allclose(pos, ref_pos, atol=1e-5) and torch.allclose(neg, ref_neg, atol=1e-5)
     unique, slot = torch.unique(torch.cat([batch[name].reshape(-1) for name in _scores(batch)]), return_inverse=True)
-    grads = kernels.pair_scores_backward(weight, **batch, slot=slot, n_slots=len(unique))
+    grads = kernels.batch_scores_backward(weight, **batch, slot=slot, n_slots=len(unique))
     assert torch.allclose(grads, ref_grad[unique], atol=1e-5)
     # Every occurrence into one row: the sum of all the rows' gradients.
-    grads = kernels.pair_scores_backward(weight, **batch, slot=torch.zeros_like(slot), n_slots=1)
+    grads = kernels.batch_scores_backward(weight, **batch, slot=torch.zeros_like(slot), n_slots=1)
     assert torch.allclose(grads, ref_grad.sum(0, keepdim=True), atol=1e-5)
 
 
@@ -167,9 +167,9 @@ def test_non_contiguous_inputs_give_the_same_numbers(library) -> None:
     strided = {**batch, "users": torch.stack([batch["users"], batch["users"]], 1)[:, 0],
                "negatives": batch["negatives"].T.contiguous().T, "grad_neg": batch["grad_neg"].T.contiguous().T}
     assert not any(strided[name].is_contiguous() for name in ("users", "negatives", "grad_neg"))
-    (pos, neg), (ref_pos, ref_neg) = (kernels.pair_scores(weight, **_scores(b)) for b in (strided, batch))
+    (pos, neg), (ref_pos, ref_neg) = (kernels.batch_scores(weight, **_scores(b)) for b in (strided, batch))
     assert torch.equal(pos, ref_pos) and torch.equal(neg, ref_neg)
-    assert torch.equal(kernels.pair_scores_backward(weight, **strided), kernels.pair_scores_backward(weight, **batch))
+    assert torch.equal(kernels.batch_scores_backward(weight, **strided), kernels.batch_scores_backward(weight, **batch))
     args = _adam_args()
     reference = weight.clone(), moments.clone()
     assert kernels.row_adam(*reference, *args.values(), *ADAM)
@@ -213,30 +213,30 @@ def test_row_adam_refuses_an_id_outside_the_table(library, bad) -> None:
 
 @pytest.mark.parametrize("bad", BAD_IDS)
 @pytest.mark.parametrize("argument", ["users", "items", "negatives"])
-def test_pair_scores_refuse_an_id_outside_the_table(library, argument, bad) -> None:
+def test_batch_scores_refuse_an_id_outside_the_table(library, argument, bad) -> None:
     weight, _ = _table()
     before = weight.clone()
     batch = _batch()
     batch[argument] = batch[argument].clone()
     batch[argument].view(-1)[1] = bad
-    for function in (kernels.pair_scores, kernels.pair_scores_backward):
+    for function in (kernels.batch_scores, kernels.batch_scores_backward):
         message = rf"^{function.__name__}: {argument} holds {bad} outside \[0, 20\) \(the table has 20 rows\)$"
         with pytest.raises(IndexError, match=message):
-            function(weight, **(batch if function is kernels.pair_scores_backward else _scores(batch)))
+            function(weight, **(batch if function is kernels.batch_scores_backward else _scores(batch)))
     assert torch.equal(weight, before)
 
 
 @pytest.mark.parametrize("offset", [-1, 0, 5])  # slot -1, n_slots, n_slots + 5
-def test_pair_scores_backward_refuses_a_slot_outside_the_gradient(library, offset) -> None:
+def test_batch_scores_backward_refuses_a_slot_outside_the_gradient(library, offset) -> None:
     weight, _ = _table()
     batch = _batch()
     n_slots = batch["n_slots"]
     bad = -1 if offset < 0 else n_slots + offset
     batch["slot"] = batch["slot"].clone()
     batch["slot"][-1] = bad
-    with pytest.raises(IndexError, match=rf"^pair_scores_backward: slot holds {bad} outside \[0, {n_slots}\) "
+    with pytest.raises(IndexError, match=rf"^batch_scores_backward: slot holds {bad} outside \[0, {n_slots}\) "
                                          rf"\(n_slots = {n_slots}\)$"):
-        kernels.pair_scores_backward(weight, **batch)
+        kernels.batch_scores_backward(weight, **batch)
 
 
 def test_ids_must_be_int64(library) -> None:
@@ -245,8 +245,8 @@ def test_ids_must_be_int64(library) -> None:
     with pytest.raises(IndexError, match=r"row_adam: ids must be an int64 tensor on the CPU, not torch.int32"):
         kernels.row_adam(weight, moments, *args.values(), *ADAM)
     batch = {**_batch(), "users": _batch()["users"].int()}
-    with pytest.raises(IndexError, match=r"pair_scores: users must be an int64 tensor on the CPU, not torch.int32"):
-        kernels.pair_scores(weight, **_scores(batch))
+    with pytest.raises(IndexError, match=r"batch_scores: users must be an int64 tensor on the CPU, not torch.int32"):
+        kernels.batch_scores(weight, **_scores(batch))
 
 
 @pytest.mark.parametrize("argument", ["moments", "grads", "decay"])
@@ -262,13 +262,13 @@ def test_row_adam_refuses_float64(library, argument) -> None:
 
 
 @pytest.mark.parametrize("argument", ["grad_pos", "grad_neg"])
-def test_pair_scores_backward_refuses_float64(library, argument) -> None:
+def test_batch_scores_backward_refuses_float64(library, argument) -> None:
     weight, _ = _table()
     batch = _batch()
     batch[argument] = batch[argument].double()
-    with pytest.raises(TypeError, match=rf"^pair_scores_backward: {argument} must be a float32 tensor on the CPU, "
+    with pytest.raises(TypeError, match=rf"^batch_scores_backward: {argument} must be a float32 tensor on the CPU, "
                                         r"not torch.float64 on cpu$"):
-        kernels.pair_scores_backward(weight, **batch)
+        kernels.batch_scores_backward(weight, **batch)
 
 
 @pytest.mark.parametrize(("argument", "value", "message"), [
@@ -305,15 +305,15 @@ def test_row_adam_refuses_gradients_that_share_the_tables_memory(library) -> Non
     ("grad_neg", torch.zeros(4, 2), r"grad_neg \(4, 2\) must be \(B, N\) = \(4, 3\)"),
     ("slot", torch.zeros(19, dtype=torch.int64), r"slot \(19,\) must be \(B \* \(2 \+ N\),\) = \(20,\)"),
 ])
-def test_pair_scores_refuse_wrong_shapes(library, argument, value, message) -> None:
+def test_batch_scores_refuse_wrong_shapes(library, argument, value, message) -> None:
     weight, _ = _table()
     batch = {**_batch(), argument: value}
-    functions = [kernels.pair_scores_backward] + ([kernels.pair_scores] if argument in _scores(batch) else [])
+    functions = [kernels.batch_scores_backward] + ([kernels.batch_scores] if argument in _scores(batch) else [])
     for function in functions:
         with pytest.raises(ValueError, match=f"^{function.__name__}: {message}"):
-            function(weight, **(batch if function is kernels.pair_scores_backward else _scores(batch)))
-    with pytest.raises(ValueError, match=r"^pair_scores: weight \(100,\) must be a table \(n, d\)"):
-        kernels.pair_scores(torch.zeros(100), **_scores(_batch()))
+            function(weight, **(batch if function is kernels.batch_scores_backward else _scores(batch)))
+    with pytest.raises(ValueError, match=r"^batch_scores: weight \(100,\) must be a table \(n, d\)"):
+        kernels.batch_scores(torch.zeros(100), **_scores(_batch()))
 
 
 # ---- distinct rows, the grouped layout (many negatives per row), normalisation and top-k --------------------------
@@ -356,7 +356,7 @@ def test_distinct_refuses_an_id_outside_the_table(library) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_grouped_kernels_match_pair_scores_and_autograd(library, monkeypatch, seed, threads) -> None:
+def test_grouped_kernels_match_batch_scores_and_autograd(library, monkeypatch, seed, threads) -> None:
     monkeypatch.setattr(kernels, "PARALLEL_FROM", 1)  # threads even for a small batch
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # one or two threads: the same numbers
     weight, users, items, negatives, _, (unique, inverse, _, order, start), (grad_pos, grad_neg) = _grouped_batch(seed)

@@ -30,7 +30,7 @@ def _weights_after(toy, monkeypatch, switch: str, threads: int = 1, epochs: int 
 
 
 @pytest.mark.parametrize(("similarity", "negatives", "loss"), [
-    ("dot", 1, "bpr"),  # pair_scores straight from the table
+    ("dot", 1, "bpr"),  # kernels.batch_scores straight from the table
     ("dot", 20, "mine+"),  # the grouped layout
     ("cosine", 1, "bpr"),  # grouped, with the compiled normalisation
     ("cosine", 40, "infonce"),
@@ -54,12 +54,12 @@ def test_kernel_training_is_deterministic_on_any_thread_count(toy, monkeypatch, 
 
 
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
-def test_pair_scores_equal_the_batch_scores_of_the_vectors(similarity) -> None:
+def test_row_scores_equal_the_batch_scores_of_the_vectors(similarity) -> None:
     model = MF(6, 9, 4, similarity=similarity, seed=1)
     users, items = torch.tensor([0, 5, 2]), torch.tensor([[1, 8, 8], [0, 3, 4], [7, 7, 2]])
     vectors = model.item_vectors(items)
     _, reference = batch_scores(model.user_vectors(users), vectors[:, 0], vectors, shared=False)
-    assert torch.allclose(model.pair_scores(users, items), reference, atol=1e-6)
+    assert torch.allclose(model.row_scores(users, items), reference, atol=1e-6)
     scores = model.scores(users)
     assert scores.shape == (3, 9)
     assert torch.allclose(scores.gather(1, items), reference, atol=1e-6)

@@ -96,7 +96,7 @@ def test_dns_keeps_the_highest_scored_of_its_candidates() -> None:
     negatives = sampler.sample(users, items, torch.Generator().manual_seed(0), scorer=scorer)
     expected = seen["candidates"].view(4, 3, 5).max(-1).values
     assert negatives.items.shape == (4, 3) and torch.equal(negatives.items, expected)
-    with pytest.raises(ValueError, match="pass scorer=model.pair_scores"):
+    with pytest.raises(ValueError, match="pass scorer=model.row_scores"):
         sampler.sample(users, items, torch.Generator())
 
 
@@ -109,7 +109,7 @@ def test_dns_draws_harder_negatives_than_uniform(ml100k) -> None:
     items = torch.zeros(200, dtype=torch.int64)
     generator = torch.Generator().manual_seed(1)
     hard = NegativeSampler(ml100k.train, "dns", num_negatives=8, candidates=8).sample(
-        users, items, generator, scorer=model.pair_scores).items
+        users, items, generator, scorer=model.row_scores).items
     easy = NegativeSampler(ml100k.train, "uniform", num_negatives=8).sample(users, items, generator).items
-    above = model.pair_scores(users, hard) > model.pair_scores(users, easy).median()
+    above = model.row_scores(users, hard) > model.row_scores(users, easy).median()
     assert above.float().mean() > 0.97

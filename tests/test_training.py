@@ -151,12 +151,12 @@ def test_dns_with_softmax_is_refused() -> None:
         TrainConfig(loss="softmax", sampler="dns")
 
 
-def test_pair_scores_same_with_and_without_kernels(ml100k, monkeypatch) -> None:
+def test_row_scores_same_with_and_without_kernels(ml100k, monkeypatch) -> None:
     _, model = fit(_config(epochs=1), ml100k, progress=False)
     users, items = torch.arange(50), torch.randint(0, ml100k.n_items, (50, 7))
-    fast = model.pair_scores(users, items)
+    fast = model.row_scores(users, items)
     monkeypatch.setenv("RECLOSS_KERNELS", "0")
-    assert torch.allclose(fast, model.pair_scores(users, items), atol=1e-5)
+    assert torch.allclose(fast, model.row_scores(users, items), atol=1e-5)
 
 
 # ---- the driver on every model (generated data: these never skip) -------------------------------------------------

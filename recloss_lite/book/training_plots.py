@@ -45,18 +45,6 @@ def score_samples(model, dataset: data.Dataset, max_users: int | None = None,
     return np.concatenate(pos_parts), np.concatenate(neg_parts)
 
 
-def overlap_area(first: np.ndarray, second: np.ndarray, bins: int = 100) -> float:
-    """Overlap area of two samples' densities: sum over common bins of min(p_k, q_k) (bin probabilities).
-
-    1 for identical samples, 0 when the samples' ranges fall in disjoint bins; in between it is the probability
-    mass the two histograms share (the overlapping coefficient). Chapter 08_score_distributions.
-    """
-    if bins < 1:
-        raise ValueError(f"bins={bins}: must be >= 1")
-    first_mass, second_mass, _ = metrics.shared_histograms(first, second, bins)
-    return float(np.minimum(first_mass, second_mass).sum())
-
-
 def learning_curves(histories: dict[str, list[dict]], key: str = "recall@20") -> Figure:
     """Validation ``key`` per epoch, one line per label of ``histories`` (train.fit's ``history``); chapter
     07_training."""

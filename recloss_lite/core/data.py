@@ -139,6 +139,21 @@ def entry_rows(matrix: sp.csr_matrix) -> np.ndarray:
     return np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
 
 
+def canonical_csr(matrix: sp.spmatrix | sp.sparray, what: str, shape: tuple[int, int] | None = None,
+                  dtype: type | None = None, nonempty: bool = False) -> sp.csr_matrix:
+    """A CSR copy of ``matrix`` (in ``dtype`` if given) with duplicate entries summed and sorted indices: the form
+    the metrics, iALS/EASE and HDCCF's sampler read. ValueError naming ``what`` where its shape is not ``shape``
+    (that of the train matrix it goes with) or, with ``nonempty``, where it holds no entry."""
+    matrix = sp.csr_matrix(matrix, dtype=dtype, copy=True)
+    if shape is not None and matrix.shape != shape:
+        raise ValueError(f"{what} has shape {matrix.shape} but train has shape {shape}")
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    if nonempty and matrix.nnz == 0:
+        raise ValueError(f"{what} {matrix.shape} has no interactions")
+    return matrix
+
+
 def interaction_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     """CSR matrix of float32 ones at ``(users[j], items[j])``, sorted, no duplicates (chapter 01_data)."""
     matrix = sp.csr_matrix(

@@ -29,8 +29,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from . import losses, metrics
-from .data import entry_rows
+from . import losses
+from .data import canonical_csr, entry_rows
 
 REDUCTIONS = ("mean", "sum", "none")
 OBJECTIVES = ("contrastive", "bpr")
@@ -263,15 +263,6 @@ class _Relation:
         return (self.matrix[rows] @ columns).toarray() > 0
 
 
-def _canonical(train: sp.spmatrix) -> sp.csr_matrix:
-    matrix = sp.csr_matrix(train, dtype=np.float32)
-    matrix.sum_duplicates()
-    matrix.sort_indices()
-    if matrix.nnz == 0:
-        raise ValueError(f"train {matrix.shape} has no interactions")
-    return matrix
-
-
 def sample_batches(train: sp.spmatrix, batch_size: int, num_positives: int, generator: torch.Generator,
                    observed_masks: bool = True, neighbour_masks: bool = True) -> Iterator[HDCCFBatch]:
     """One epoch of HDCCF batches (eq. (9)): the observed pairs in random order, ``batch_size`` = M at a time.
@@ -284,8 +275,8 @@ def sample_batches(train: sp.spmatrix, batch_size: int, num_positives: int, gene
         raise ValueError(f"batch_size={batch_size}: must be >= 2 (each row's negatives are the other rows')")
     if num_positives < 1:
         raise ValueError(f"num_positives={num_positives}: must be >= 1")
-    matrix = _canonical(train)
-    transposed = _canonical(matrix.T)
+    matrix = canonical_csr(train, "train", dtype=np.float32, nonempty=True)
+    transposed = canonical_csr(matrix.T, "train", dtype=np.float32)
     users = entry_rows(matrix)
     items = matrix.indices.astype(np.int64)
     order = torch.randperm(len(users), generator=generator).numpy()
@@ -337,7 +328,7 @@ def negative_counts(train: sp.spmatrix, batch_size: int, num_positives: int, num
     (n_items,), ``user_counts`` (n_users,), ``item_degree`` |U_i| and ``user_degree`` |I_u| (of ``train``), and
     the predicted ``slope`` of :func:`proposition_slope`. Chapter 10_hdccf.
     """
-    matrix = _canonical(train)
+    matrix = canonical_csr(train, "train", dtype=np.float32, nonempty=True)
     item_counts = np.zeros(matrix.shape[1])
     user_counts = np.zeros(matrix.shape[0])
     rows = drawn = 0
@@ -410,22 +401,6 @@ def theorem1_monte_carlo(true_negative_scores: np.ndarray, false_negative_scores
     }
 
 
-def score_histograms(pos_scores: np.ndarray, neg_scores: np.ndarray, bins: int = 50) -> dict[str, np.ndarray]:
-    """The histograms of HDCCF figure 3: both score sets binned on common equal bins over their joint range (the
-    paper's [0, 100] after min-max normalisation), each of total mass 1 (``metrics.shared_histograms``). Returns
-    ``positive`` and ``negative`` (bins,) float64 arrays. Chapter 10_hdccf."""
-    positive, negative, _ = metrics.shared_histograms(pos_scores, neg_scores, bins)
-    return {"positive": positive, "negative": negative}
-
-
-def score_overlap(pos_scores: np.ndarray, neg_scores: np.ndarray, bins: int = 50) -> float:
-    """Overlap area of the positive and negative score histograms (HDCCF figure 3), in [0, 1]: the sum over the
-    bins of :func:`score_histograms` of min(mass_pos, mass_neg); 1 for identical distributions, 0 for separable
-    ones. Chapter 10_hdccf."""
-    masses = score_histograms(pos_scores, neg_scores, bins)
-    return float(np.minimum(masses["positive"], masses["negative"]).sum())
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Model and trainer
 # ----------------------------------------------------------------------------------------------------------------
@@ -488,7 +463,7 @@ class HDCCF(torch.nn.Module):
                 self.modulator.weight.copy_(torch.rand(dim, 3 * dim, generator=generator) * 2 * bound - bound)
                 self.modulator.bias.zero_()
 
-    def pair_scores(self, users: Tensor, items: Tensor) -> Tensor:
+    def all_pair_scores(self, users: Tensor, items: Tensor) -> Tensor:
         """f(u, i) for every user of ``users`` (A,) and item of ``items`` (C,): (A, C), differentiable (eq. (7))."""
         p, q = _rows(self.user_embedding, users), _rows(self.item_embedding, items)
         if not self.modulation:
@@ -506,7 +481,7 @@ class HDCCF(torch.nn.Module):
         """Scores of every item for ``users`` (U,) -> (U, n_items), float32, no grad: the evaluation contract."""
         items = torch.arange(self.n_items, device=self.user_embedding.device)
         chunk = max(1, (1 << 18) // self.n_items) if self.modulation else len(users)
-        return torch.cat([self.pair_scores(users[start:start + chunk], items)
+        return torch.cat([self.all_pair_scores(users[start:start + chunk], items)
                           for start in range(0, len(users), chunk)]).float()
 
     def make_batches(self, train: sp.spmatrix, batch_size: int, generator: torch.Generator) -> Iterator[HDCCFBatch]:
@@ -519,8 +494,8 @@ class HDCCF(torch.nn.Module):
         """The loss of eq. (6) for one batch, averaged over its rows: scalar tensor with grad."""
         size = len(batch.users)
         flat_users, flat_items = batch.user_neighbours.reshape(-1), batch.item_neighbours.reshape(-1)
-        user_item = self.pair_scores(batch.users, flat_items).view(size, size, -1)  # f(u_k, i'), i' of row m
-        item_user = self.pair_scores(flat_users, batch.items).T.reshape(size, size, -1)  # f(u', i_k)
+        user_item = self.all_pair_scores(batch.users, flat_items).view(size, size, -1)  # f(u_k, i'), i' of row m
+        item_user = self.all_pair_scores(flat_users, batch.items).T.reshape(size, size, -1)  # f(u', i_k)
         pos = self.diagonal_scores(batch.users, batch.items)
         if self.objective == "bpr":
             bpr = losses.make("bpr", tau=self.tau)
@@ -546,7 +521,7 @@ class HDCCF(torch.nn.Module):
         return total
 
     def diagonal_scores(self, users: Tensor, items: Tensor) -> Tensor:
-        """f(users[k], items[k]) for each k: (B,), differentiable, without the (B, B) matrix of pair_scores."""
+        """f(users[k], items[k]) for each k: (B,), differentiable, without the (B, B) matrix of all_pair_scores."""
         p, q = _rows(self.user_embedding, users), _rows(self.item_embedding, items)
         if not self.modulation:
             return (p * q).sum(-1)

@@ -11,7 +11,7 @@
 
    restrict marks only pointers whose memory no other argument can reach: the table and the read-only inputs
    against the output buffers the Python side allocates (or, for row_adam, checks to be disjoint). The gradient
-   rows of pair_scores_backward are not restrict: two occurrences may share a row (a negative equal to the
+   rows of batch_scores_backward are not restrict: two occurrences may share a row (a negative equal to the
    positive, or drawn twice). */
 #include <math.h>
 #include <stdint.h>
@@ -31,7 +31,7 @@ static inline void prefetch_rows(const float *weight, int64_t d, const int64_t *
 
 /* Scores of a batch straight from the table (no gathered copies): pos[b] = <w[users[b]], w[items[b]]> and
    neg[b, j] = <w[users[b]], w[negatives[b, j]]>, with w the (n x d) table and N negatives per row. */
-void pair_scores(const float *restrict weight, int64_t d, const int64_t *restrict users,
+void batch_scores(const float *restrict weight, int64_t d, const int64_t *restrict users,
                  const int64_t *restrict items, const int64_t *restrict negatives, int64_t batch, int64_t n_neg,
                  float *restrict pos, float *restrict neg, int64_t threads) {
     (void)threads;
@@ -54,12 +54,12 @@ void pair_scores(const float *restrict weight, int64_t d, const int64_t *restric
     }
 }
 
-/* The backward of pair_scores: given dL/dpos (batch) and dL/dneg (batch x N), add each occurrence's gradient to
+/* The backward of batch_scores: given dL/dpos (batch) and dL/dneg (batch x N), add each occurrence's gradient to
    grads[slot] (n_slots x d, zeroed by the caller), where slot[...] maps the users, then the items, then the
    negatives of the batch (in that order, batch * (2 + N) entries) to rows of grads. Rows gu, gp, gq may be one row.
    The threads split the rows of grads, not the batch: each goes through the whole batch and adds only to its own
    rows, so every row sees the same additions in the same order as on one thread. */
-void pair_scores_backward(const float *restrict weight, int64_t d, const int64_t *restrict users,
+void batch_scores_backward(const float *restrict weight, int64_t d, const int64_t *restrict users,
                           const int64_t *restrict items, const int64_t *restrict negatives, int64_t batch,
                           int64_t n_neg, const float *restrict grad_pos, const float *restrict grad_neg,
                           const int64_t *restrict slot, float *grads, int64_t n_slots, int64_t threads) {

@@ -48,7 +48,7 @@ if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
 THREADED, SINGLE = ["-fopenmp"], ["-fopenmp-simd"]
 
 # From this many negatives per row the dot product too is scored in the grouped layout (grouped_scores), which reads
-# each distinct row once; below it, pair_scores reads the rows straight from the table.
+# each distinct row once; below it, batch_scores reads the rows straight from the table.
 GROUPED_FROM = 16
 # grouped_scores_backward sums its users' gradients over PARTS ranges of rows, whatever the thread count, so that the
 # numbers do not depend on it. Below PARALLEL_FROM rows a kernel runs on one thread: threads would cost more.
@@ -103,8 +103,8 @@ def _build() -> ctypes.CDLL | None:
         return None
     pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     signatures = {  # name: (argument types, result type)
-        "pair_scores": ([pointer, size, pointer, pointer, pointer, size, size, pointer, pointer, size], None),
-        "pair_scores_backward": ([pointer, size, pointer, pointer, pointer, size, size] + [pointer] * 4
+        "batch_scores": ([pointer, size, pointer, pointer, pointer, size, size, pointer, pointer, size], None),
+        "batch_scores_backward": ([pointer, size, pointer, pointer, pointer, size, size] + [pointer] * 4
                                  + [size] * 2, None),
         "row_adam": ([pointer] * 5 + [size] * 2 + [real] * 4 + [size], None),
         "distinct_rows": ([pointer, size, size] + [pointer] * 8, size),
@@ -188,7 +188,7 @@ def _overlap(first: torch.Tensor, second: torch.Tensor) -> bool:
 
 def _batch(function: str, weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
            negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The checked ids of a batch of :func:`pair_scores`: users (B,), items (B,), negatives (B, N), all rows of
+    """The checked ids of a batch of :func:`batch_scores`: users (B,), items (B,), negatives (B, N), all rows of
     ``weight`` (n, d)."""
     n, _ = _table(function, weight)
     if negatives.dim() != 2:
@@ -224,40 +224,40 @@ def row_adam(weight: torch.Tensor, moments: torch.Tensor, ids: torch.Tensor, gra
     return True
 
 
-def pair_scores(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+def batch_scores(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                 negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Dot-product scores pos (B,) = <w_users, w_items> and neg (B, N) = <w_users, w_negatives> read straight from
     ``weight`` (n, d) by row ids users (B,), items (B,), negatives (B, N); plain tensors, without autograd (the
-    gradient comes from :func:`pair_scores_backward`). ``None`` where the kernel does not apply."""
+    gradient comes from :func:`batch_scores_backward`). ``None`` where the kernel does not apply."""
     if not _applies(weight):
         return None
-    users, items, negatives = _batch("pair_scores", weight, users, items, negatives)
+    users, items, negatives = _batch("batch_scores", weight, users, items, negatives)
     batch, n_neg = negatives.shape
     pos = torch.empty(batch, dtype=weight.dtype)
     neg = torch.empty(batch, n_neg, dtype=weight.dtype)
-    library().pair_scores(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
+    library().batch_scores(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
                           negatives.data_ptr(), batch, n_neg, pos.data_ptr(), neg.data_ptr(),
                           _threads(batch * (1 + n_neg)))
     return pos, neg
 
 
-def pair_scores_backward(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor,
+def batch_scores_backward(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor,
                          grad_pos: torch.Tensor, grad_neg: torch.Tensor, slot: torch.Tensor,
                          n_slots: int) -> torch.Tensor | None:
-    """The gradient of :func:`pair_scores` with respect to the rows: (n_slots, d), where occurrence ``i`` of the
+    """The gradient of :func:`batch_scores` with respect to the rows: (n_slots, d), where occurrence ``i`` of the
     ids users (B,), items (B,), negatives (B, N) (concatenated, flattened: B * (2 + N) of them) adds its gradient,
     from grad_pos (B,) and grad_neg (B, N), to row ``slot[i]`` in [0, n_slots). ``None`` where the kernel does not
-    apply (as for :func:`pair_scores`)."""
+    apply (as for :func:`batch_scores`)."""
     if not _applies(weight):
         return None
-    function = "pair_scores_backward"
+    function = "batch_scores_backward"
     users, items, negatives = _batch(function, weight, users, items, negatives)
     batch, n_neg = negatives.shape
     slot = _ids(function, "slot", slot, (batch * (2 + n_neg),), "(B * (2 + N),)", n_slots, f"n_slots = {n_slots}")
     grad_pos = _floats(function, "grad_pos", grad_pos, (batch,), "(B,)")
     grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
     grads = torch.zeros(n_slots, weight.shape[1], dtype=weight.dtype)
-    library().pair_scores_backward(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
+    library().batch_scores_backward(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
                                    negatives.data_ptr(), batch, n_neg, grad_pos.data_ptr(), grad_neg.data_ptr(),
                                    slot.data_ptr(), grads.data_ptr(), n_slots, _threads(len(slot)))
     return grads
@@ -347,7 +347,7 @@ def _grouped(function: str, table: torch.Tensor, users: torch.Tensor, order: tor
 
 def grouped_scores(table: torch.Tensor, users: torch.Tensor, order: torch.Tensor, start: torch.Tensor,
                    n_neg: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The scores pos (B,), neg (B, N) of :func:`pair_scores` for a batch in the grouped layout: rows of the
+    """The scores pos (B,), neg (B, N) of :func:`batch_scores` for a batch in the grouped layout: rows of the
     (k, d) ``table`` of the batch's distinct rows (normalised, for cosine); ``users`` (B,) the users' rows, and
     the occurrences [users (B) | positives (B) | negatives (B x N)] of row s are ``order[start[s]:start[s + 1]]``
     (:func:`distinct` with ``grouped=True``). Row by row of the table, each row is read once: the layout for

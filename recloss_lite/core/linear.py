@@ -90,9 +90,7 @@ def _check_matrix(train: sp.spmatrix | sp.sparray, what: str) -> sp.csr_matrix:
     """Canonical CSR copy of a non-empty 2-D sparse matrix with finite non-negative values, or a ValueError."""
     if not sp.issparse(train) or train.ndim != 2:
         raise ValueError(f"{what} must be a 2-D scipy sparse matrix, got {type(train).__name__}")
-    matrix = sp.csr_matrix(train, copy=True)
-    matrix.sum_duplicates()
-    matrix.sort_indices()
+    matrix = data.canonical_csr(train, what)
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise ValueError(f"{what} has shape {matrix.shape}: both sides must be >= 1")
     _check_finite(matrix.data, f"{what} {matrix.shape}")

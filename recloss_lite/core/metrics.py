@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import torch
 
 from . import kernels
-from .data import entry_rows
+from .data import canonical_csr, entry_rows
 
 METRICS = ("recall", "ndcg", "hr", "precision")
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -189,14 +189,6 @@ def topk_metrics(
     return _mean_over_rows([per_row]) if reduce else per_row
 
 
-def _canonical(matrix: sp.spmatrix, what: str, shape: tuple[int, int] | None = None) -> sp.csr_matrix:
-    matrix = sp.csr_matrix(matrix, copy=True)
-    if shape is not None and matrix.shape != shape:
-        raise ValueError(f"{what} has shape {matrix.shape} but train has shape {shape}")
-    matrix.sum_duplicates()
-    return matrix
-
-
 def _check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(
@@ -239,8 +231,8 @@ def evaluate(
     """
     ks = _check_ks(ks)
     _check_batch_size(batch_size)
-    train = _canonical(train, "train")
-    test = _canonical(test, "test", train.shape)
+    train = canonical_csr(train, "train")
+    test = canonical_csr(test, "test", train.shape)
     if users is None:
         users = np.flatnonzero(np.diff(test.indptr))
     users = np.asarray(users, dtype=np.int64)
@@ -267,8 +259,8 @@ def sample_candidates(
     and num_candidates - 1 distinct items drawn uniformly from those the user has in neither ``train`` nor
     ``test``. Reproducible for a given ``seed``.
     """
-    seen = _canonical(train + test, "train + test")
-    test = _canonical(test, "test")
+    seen = canonical_csr(train + test, "train + test")
+    test = canonical_csr(test, "test")
     rng = np.random.default_rng(seed)
     n_items = seen.shape[1]
     candidates = np.empty((len(users), num_candidates), dtype=np.int64)
@@ -312,8 +304,8 @@ def leave_one_out_metrics(
     """
     ks = _check_ks(ks)
     _check_batch_size(batch_size)
-    train = _canonical(train, "train")
-    test = _canonical(test, "test", train.shape)
+    train = canonical_csr(train, "train")
+    test = canonical_csr(test, "test", train.shape)
     per_user = np.diff(test.indptr)
     if np.any(per_user > 1):
         user = int(np.argmax(per_user > 1))
@@ -345,6 +337,8 @@ def leave_one_out_metrics(
 def shared_histograms(first: np.ndarray, second: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two samples binned on common edges (``bins`` equal bins over their joint range), each as bin probabilities:
     ``(first_mass, second_mass, edges)``. The overlap areas of chapters 08 and 10 are sums of their minimum."""
+    if bins < 1:
+        raise ValueError(f"bins={bins}: must be >= 1")
     first, second = np.asarray(first, dtype=np.float64).ravel(), np.asarray(second, dtype=np.float64).ravel()
     if first.size == 0 or second.size == 0 or not (np.isfinite(first).all() and np.isfinite(second).all()):
         raise ValueError(f"need two non-empty finite samples, got sizes {first.size} and {second.size}")
@@ -353,3 +347,12 @@ def shared_histograms(first: np.ndarray, second: np.ndarray, bins: int) -> tuple
         high = low + 1.0
     edges = np.linspace(low, high, bins + 1)
     return np.histogram(first, edges)[0] / first.size, np.histogram(second, edges)[0] / second.size, edges
+
+
+def overlap_area(first: np.ndarray, second: np.ndarray, bins: int = 100) -> float:
+    """Overlap area of two samples' densities, in [0, 1]: the sum over the common bins of
+    :func:`shared_histograms` of min(p_k, q_k) (the overlapping coefficient). 1 for identical samples, 0 when their
+    ranges fall in disjoint bins. Chapter 08_score_distributions (positive against negative scores of each loss)
+    and chapter 10_hdccf (HDCCF figure 3, 50 bins as the paper's [0, 100] axis in steps of 2)."""
+    first_mass, second_mass, _ = shared_histograms(first, second, bins)
+    return float(np.minimum(first_mass, second_mass).sum())

@@ -62,10 +62,11 @@ class MF(torch.nn.Module):
         return self.normalize(self.weight.index_select(0, items.reshape(-1) + self.n_users)).view(*items.shape, -1)
 
     @torch.no_grad()
-    def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores of items (B, K) for users (B,) -> (B, K), without grad (the ``dns`` sampler's scorer)."""
+    def row_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Row-wise scores: user ``users[b]`` against its own row ``items[b]``, (B,) and (B, K) -> (B, K), without grad
+        (the ``dns`` sampler's scorer). :meth:`scores` is every item for each user."""
         if self.similarity == "dot":  # the kernel also scores a positive per row: items[:, 0] stands in for it
-            fast = kernels.pair_scores(self.weight.data, users, items[:, 0] + self.n_users, items + self.n_users)
+            fast = kernels.batch_scores(self.weight.data, users, items[:, 0] + self.n_users, items + self.n_users)
             if fast is not None:
                 return fast[1]
         return (self.item_vectors(items) * self.user_vectors(users).unsqueeze(1)).sum(-1)

@@ -113,13 +113,13 @@ class NegativeSampler:
     def sample(self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator,
                scorer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Negatives:
         """Negatives for a batch: users (B,), pos_items (B,) -> :class:`Negatives`. ``dns`` needs ``scorer(users
-        (B,), items (B, K)) -> (B, K)``, the current model's scores (e.g. :meth:`~.models.MF.pair_scores`).
+        (B,), items (B, K)) -> (B, K)``, the current model's scores (e.g. :meth:`~.models.MF.row_scores`).
         """
         if self.kind == "in-batch":
             return Negatives(pos_items, pos_items, self.log_probabilities, shared=True, in_batch=True)
         if self.kind == "dns":
             if scorer is None:
-                raise ValueError("sampler='dns' picks the highest-scored candidates: pass scorer=model.pair_scores")
+                raise ValueError("sampler='dns' picks the highest-scored candidates: pass scorer=model.row_scores")
             batch, n_neg, n_cand = len(users), self.num_negatives, self.candidates
             candidates = self._draw((batch, n_neg * n_cand), generator)
             hardest = scorer(users, candidates).view(batch, n_neg, n_cand).argmax(-1, keepdim=True)

@@ -344,7 +344,7 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
     wants_log_q = loss_fn.name == "softmax"
 
     def scorer(batch_users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return model.pair_scores(batch_users, candidates)
+        return model.row_scores(batch_users, candidates)
 
     batches = range(0, len(order), config.batch_size)
     if progress:
@@ -389,7 +389,7 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
             scores = kernels.grouped_scores(*kernel_args, negatives.items.shape[1])
         elif per_row and model.similarity == "dot":
             kernel_args = (model.weight.data, parts[0], parts[1], parts[2].view(size, -1))
-            scores = kernels.pair_scores(*kernel_args)
+            scores = kernels.batch_scores(*kernel_args)
         if scores is not None:
             pos, neg = (part.requires_grad_(True) for part in scores)
             loss = loss_fn(pos, neg, **extra)
@@ -399,7 +399,7 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
                 if norms is not None:  # back through the normalisation
                     grad = kernels.normalize_backward(table, norms, grad)
             else:
-                grad = kernels.pair_scores_backward(*kernel_args, *grads, inverse, len(unique_ids))
+                grad = kernels.batch_scores_backward(*kernel_args, *grads, inverse, len(unique_ids))
         else:
             rows = optimizer.gather(unique_ids)
             slots = inverse.split([len(part) for part in parts])

@@ -108,13 +108,14 @@ def run(variant: str, parts: dict[str, sp.csr_matrix] | None = None, max_batches
     dataset = data.Dataset(DATASET, parts["seen"], parts["test"], n_users, n_items)
     result, model = training.fit(config, dataset, progress=False, evaluation=protocol, max_batches=max_batches)
     positives, negatives = candidate_scores(model, parts, seed)
-    shares = {name: masses.tolist() for name, masses in hdccf.score_histograms(positives, negatives, BINS).items()}
+    positive_mass, negative_mass, _ = metrics.shared_histograms(positives, negatives, BINS)
     planned = not changes and max_batches is None
     result.update(
         params={"variant": variant, **result["params"], "max_batches": max_batches},
         command=command(variant) if planned else f"ablations.run({variant!r}, max_batches={max_batches}, "
                                                  f"**{changes!r}) (not the recorded plan)",
-        histograms=shares, overlap=hdccf.score_overlap(positives, negatives, BINS))
+        histograms={"positive": positive_mass.tolist(), "negative": negative_mass.tolist()},
+        overlap=metrics.overlap_area(positives, negatives, BINS))
     return result, model
 
 
