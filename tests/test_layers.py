@@ -12,19 +12,17 @@ LAYERS = ("core", "experiments", "book")  # each may import the ones before it, 
 
 
 def _imported_layers(path: Path) -> set[str]:
-    """The layers a module imports, from its absolute and relative import statements (nested ones included)."""
-    layer_of_file = path.parent.name
+    """The layers a module imports, from its absolute and relative import statements (nested ones included; a
+    relative import is resolved against the module's own package, at any depth)."""
+    package = ["recloss_lite", *path.parent.relative_to(PACKAGE).parts]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                names = [f"recloss_lite.{layer_of_file}"]
-            elif node.level == 2:
-                names = [f"recloss_lite.{node.module or ''}"]
-            else:
-                names = [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            names = [module] + [f"{module}.{alias.name}" for alias in node.names]
         else:
             continue
         for name in names:
@@ -37,9 +35,9 @@ def _imported_layers(path: Path) -> set[str]:
 @pytest.mark.parametrize("layer", LAYERS)
 def test_layer_imports_only_downwards(layer: str) -> None:
     allowed = set(LAYERS[: LAYERS.index(layer) + 1])
-    modules = sorted((PACKAGE / layer).glob("*.py"))
+    modules = sorted((PACKAGE / layer).rglob("*.py"))
     assert modules, f"no modules in {PACKAGE / layer}"
-    wrong = {module.name: sorted(_imported_layers(module) - allowed) for module in modules}
+    wrong = {str(module.relative_to(PACKAGE)): sorted(_imported_layers(module) - allowed) for module in modules}
     assert not {name: layers for name, layers in wrong.items() if layers}, wrong
 
 

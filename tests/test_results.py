@@ -23,7 +23,7 @@ def test_result_file_round_trip(tmp_path):
     tagged = results.record_result(_result(loss="bpr"), tag="seed1", root=tmp_path)
     assert tagged.name == "mf-bpr-seed1.json"
     loaded = results.load_results("gowalla", root=tmp_path)
-    assert [r["loss"] for r in loaded] == ["bpr", "ccl"]
+    assert [(r["loss"], r["tag"]) for r in loaded] == [("bpr", "seed1"), ("ccl", None)]
     record = json.loads(path.read_text())
     assert set(record) == set(results.FIELDS) | {"history"}  # the optional history is kept, for learning curves
     assert record["metrics"] == {"recall@20": 0.18, "ndcg@20": 0.15}
@@ -48,6 +48,10 @@ def test_published_table_and_comparison(tmp_path):
     assert ccl["gowalla"] == {"recall@20": 0.1837, "ndcg@20": 0.1493}
     results.record_result(_result(), root=tmp_path)
     results.record_result(_result(model="ease", loss=None), root=tmp_path)
+    # A tagged run of the same loss (a tuned recipe, a seed) is not the plan's row, whatever the file order.
+    results.record_result(_result(metrics={"recall@20": 0.5, "ndcg@20": 0.5}), tag="tuned", root=tmp_path)
+    results.record_result(_result(loss="mine+", metrics={"recall@20": 0.5, "ndcg@20": 0.5}), tag="tuned-seed1",
+                          root=tmp_path)
     rows = results.comparison("gowalla", [("mf", "ccl", "c1"), ("mf", "bpr", "c2"), ("mf", "mine+", "c3"),
                                           ("ease", None, "c4")], root=tmp_path)
     assert rows[3]["difference"]["ndcg@20"] == pytest.approx(0.15 - 0.1467)

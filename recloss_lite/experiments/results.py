@@ -107,7 +107,9 @@ def record_result(result: dict, tag: str | None = None, root: str | Path | None 
 
 
 def load_results(dataset: str, root: str | Path | None = None) -> list[dict]:
-    """Every stored result of ``dataset``, sorted by file name, each with its ``file`` added (chapter 07_training).
+    """Every stored result of ``dataset``, sorted by file name, each with its ``file`` and its ``tag`` added (the
+    ``tag`` of :func:`result_path`, e.g. ``"tuned"`` or ``"tuned-seed1"``; None for a run of the plan; chapter
+    07_training).
 
     An absent folder gives an empty list; a file without the :data:`FIELDS` -> ValueError naming the file.
     """
@@ -118,7 +120,9 @@ def load_results(dataset: str, root: str | Path | None = None) -> list[dict]:
         missing = [name for name in FIELDS if name not in record]
         if missing:
             raise ValueError(f"{path}: missing fields {missing}")
-        results.append({**record, "file": str(path)})
+        plain = result_path(dataset, record["model"], record["loss"], root=root).stem
+        tag = path.stem[len(plain) + 1:] if path.stem.startswith(plain + "-") else None
+        results.append({**record, "file": str(path), "tag": tag})
     return results
 
 
@@ -131,7 +135,7 @@ def comparison(dataset: str, runs: list[tuple[str, str | None, str]], root: str 
     """One row per planned run ``(model, loss, command)``: its stored metrics, best epoch, epochs and seconds (``None``
     when missing), the published row for the same model and loss (if any) and the differences measured - published
     (chapter 07_training)."""
-    stored = {(r["model"], r["loss"]): r for r in load_results(dataset, root)}
+    stored = {(r["model"], r["loss"]): r for r in load_results(dataset, root) if r["tag"] is None}
     references = {(row["model"], row["loss"]): row for row in published(dataset)}
     rows = []
     for model, loss, command in runs:
