@@ -30,10 +30,14 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; only the type checker reads it
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 """The development copy of the data sets, ``shared/data`` beside the repository (used when it exists)."""
@@ -605,13 +609,21 @@ def locate(name: str, folder: str | Path | None = None, fetch: bool = True) -> P
     )
 
 
+class MovieLensOptions(TypedDict, total=False):
+    """The options :func:`load` passes on to :func:`load_movielens`."""
+
+    min_rating: int
+    test_fraction: float
+    seed: int
+
+
 def load(
     name: str,
     folder: str | Path | None = None,
     *,
     fetch: bool = True,
     drop_overlap: bool = False,
-    **options: int | float,
+    **options: Unpack[MovieLensOptions],
 ) -> Dataset:
     """Load the registered data set ``name`` (chapter 01_data).
 

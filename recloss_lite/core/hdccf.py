@@ -192,8 +192,9 @@ class HDCCFBatch:
 
     def to(self, device: torch.device | str) -> HDCCFBatch:
         """The same batch with every tensor on ``device`` (sampling runs on the CPU; training may not)."""
-        return HDCCFBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-                             for f in dataclasses.fields(self)})
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{name: tensor.to(device) for name, tensor in tensors.items()
+                                            if tensor is not None})  # the masks not computed stay None
 
     @property
     def negative_users(self) -> Tensor:
@@ -438,9 +439,9 @@ class HDCCF(torch.nn.Module):
         _check_tau(tau)
         _check_omega("omega_plus_user", omega_plus_user)
         _check_omega("omega_plus_item", omega_plus_item)
-        for label, value in (("lambda_user", lambda_user), ("lambda_item", lambda_item)):
-            if not value >= 0:
-                raise ValueError(f"{label}={value}: allowed range is [0, inf)")
+        for label, weight in (("lambda_user", lambda_user), ("lambda_item", lambda_item)):
+            if not weight >= 0:
+                raise ValueError(f"{label}={weight}: allowed range is [0, inf)")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r}: allowed values are {OBJECTIVES}")
         if not init_std > 0:

@@ -132,6 +132,15 @@ def library() -> ctypes.CDLL | None:
     return _library
 
 
+def _loaded() -> ctypes.CDLL:
+    """The loaded kernel library, for a kernel that has already checked it is there (:func:`_applies`, or
+    ``library() is not None``); RuntimeError otherwise."""
+    loaded = library()
+    if loaded is None:
+        raise RuntimeError("recloss-lite: the kernel library is not loaded; check _applies() before calling it")
+    return loaded
+
+
 def _threads(rows: int) -> int:
     """Threads for a kernel's loop over ``rows`` rows: torch's thread count, or one below PARALLEL_FROM rows."""
     return torch.get_num_threads() if rows >= PARALLEL_FROM else 1
@@ -218,7 +227,7 @@ def row_adam(weight: torch.Tensor, moments: torch.Tensor, ids: torch.Tensor, gra
     for name, tensor in (("moments", moments), ("ids", ids), ("grads", grads), ("decay", decay)):
         if tensor is not None and (_overlap(tensor, weight) or (tensor is not moments and _overlap(tensor, moments))):
             raise ValueError(f"row_adam: {name} shares memory with weight or moments, which the kernel updates")
-    library().row_adam(weight.data_ptr(), moments.data_ptr(), ids.data_ptr(), grads.data_ptr(),
+    _loaded().row_adam(weight.data_ptr(), moments.data_ptr(), ids.data_ptr(), grads.data_ptr(),
                        None if decay is None else decay.data_ptr(), len(ids), d, beta1, beta2, eps, step_size,
                        _threads(len(ids)))  # distinct rows: the threads update disjoint rows
     return True
@@ -235,7 +244,7 @@ def batch_scores(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
     batch, n_neg = negatives.shape
     pos = torch.empty(batch, dtype=weight.dtype)
     neg = torch.empty(batch, n_neg, dtype=weight.dtype)
-    library().batch_scores(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
+    _loaded().batch_scores(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
                           negatives.data_ptr(), batch, n_neg, pos.data_ptr(), neg.data_ptr(),
                           _threads(batch * (1 + n_neg)))
     return pos, neg
@@ -257,7 +266,7 @@ def batch_scores_backward(weight: torch.Tensor, users: torch.Tensor, items: torc
     grad_pos = _floats(function, "grad_pos", grad_pos, (batch,), "(B,)")
     grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
     grads = torch.zeros(n_slots, weight.shape[1], dtype=weight.dtype)
-    library().batch_scores_backward(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
+    _loaded().batch_scores_backward(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
                                    negatives.data_ptr(), batch, n_neg, grad_pos.data_ptr(), grad_neg.data_ptr(),
                                    slot.data_ptr(), grads.data_ptr(), n_slots, _threads(len(slot)))
     return grads
@@ -288,7 +297,7 @@ def distinct(ids: torch.Tensor, marked: torch.Tensor, position: torch.Tensor,
         raise ValueError(f"distinct: {len(ids)} ids: the grouped layout takes fewer than 2^31")
     inverse, order, scratch = (torch.empty(len(ids) if use else 0, dtype=torch.int64)
                                for use in (True, grouped, grouped))
-    found = library().distinct_rows(ids.data_ptr(), len(ids), n, marked.data_ptr(), position.data_ptr(),
+    found = _loaded().distinct_rows(ids.data_ptr(), len(ids), n, marked.data_ptr(), position.data_ptr(),
                                     unique.data_ptr(), inverse.data_ptr(), counts.data_ptr(),
                                     *((start.data_ptr(), order.data_ptr(), scratch.data_ptr()) if grouped
                                       else (None, None, None)))
@@ -318,7 +327,7 @@ def topk(scores: torch.Tensor, k: int, exclude_ptr: torch.Tensor,
     excluded = _ids("topk", "excluded", excluded, (excluded.numel(),), "(E,)", n, f"the rows have {n} items")
     values = torch.empty(rows, k, dtype=torch.float32)
     indices = torch.empty(rows, k, dtype=torch.int64)
-    bad = library().topk_rows(scores.data_ptr(), rows, n, k, exclude_ptr.data_ptr(), excluded.data_ptr(),
+    bad = _loaded().topk_rows(scores.data_ptr(), rows, n, k, exclude_ptr.data_ptr(), excluded.data_ptr(),
                               values.data_ptr(), indices.data_ptr(), _threads(rows * n // 1024))
     return int(bad) if bad else (values, indices)
 
@@ -358,7 +367,7 @@ def grouped_scores(table: torch.Tensor, users: torch.Tensor, order: torch.Tensor
     batch = len(users)
     pos = torch.empty(batch, dtype=torch.float32)
     neg = torch.empty(batch, n_neg, dtype=torch.float32)
-    if library().grouped_scores(table.data_ptr(), table.shape[1], users.data_ptr(), order.data_ptr(),
+    if _loaded().grouped_scores(table.data_ptr(), table.shape[1], users.data_ptr(), order.data_ptr(),
                                 start.data_ptr(), table.shape[0], batch, n_neg, pos.data_ptr(), neg.data_ptr(),
                                 _threads(len(order))):
         _grouped("grouped_scores", table, users, order, start, n_neg, check=True)  # raises
@@ -379,7 +388,7 @@ def grouped_scores_backward(table: torch.Tensor, users: torch.Tensor, order: tor
     grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
     grads = torch.empty(k, d, dtype=torch.float32)  # both written by the kernel
     user_grads = torch.empty(PARTS, batch, d, dtype=torch.float32)  # one (B, d) block per part, added in order
-    if library().grouped_scores_backward(table.data_ptr(), d, users.data_ptr(), order.data_ptr(), start.data_ptr(),
+    if _loaded().grouped_scores_backward(table.data_ptr(), d, users.data_ptr(), order.data_ptr(), start.data_ptr(),
                                          k, batch, n_neg, grad_pos.data_ptr(), grad_neg.data_ptr(),
                                          grads.data_ptr(), user_grads.data_ptr(), PARTS, _threads(len(order))):
         _grouped(function, table, users, order, start, n_neg, check=True)  # raises
@@ -397,7 +406,7 @@ def normalize(weight: torch.Tensor, ids: torch.Tensor | None = None) -> tuple[to
         ids = _ids("normalize", "ids", ids, (ids.numel(),), "(k,)", n, f"the table has {n} rows")
     k = n if ids is None else len(ids)
     unit, norms = torch.empty(k, d, dtype=torch.float32), torch.empty(k, dtype=torch.float32)
-    library().normalize_rows(weight.data_ptr(), None if ids is None else ids.data_ptr(), k, d, unit.data_ptr(),
+    _loaded().normalize_rows(weight.data_ptr(), None if ids is None else ids.data_ptr(), k, d, unit.data_ptr(),
                              norms.data_ptr(), _threads(k))
     return unit, norms
 
@@ -413,5 +422,5 @@ def normalize_backward(unit: torch.Tensor, norms: torch.Tensor, grads: torch.Ten
     grads = _floats(function, "grads", grads, (k, d), "(k, d)", in_place=True)
     if _overlap(grads, unit) or _overlap(grads, norms):
         raise ValueError(f"{function}: grads shares memory with unit or norms")
-    library().normalize_rows_backward(unit.data_ptr(), norms.data_ptr(), k, d, grads.data_ptr(), _threads(k))
+    _loaded().normalize_rows_backward(unit.data_ptr(), norms.data_ptr(), k, d, grads.data_ptr(), _threads(k))
     return grads

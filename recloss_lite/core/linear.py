@@ -357,7 +357,7 @@ class IALS:
         """One sweep: solve all users with the items fixed, then all items with the users fixed.
 
         FloatingPointError if a factor became NaN or inf (the solves diverged: raise ``l2``)."""
-        if self._users is None or self._items is None:
+        if self._users is None or self._items is None or self.user_factors is None or self.item_factors is None:
             raise ValueError("call fit(train) or start(train) before fit_iteration()")
         self.user_factors = _solve(self._users, self.item_factors, self.unobserved_weight, self.solver,
                                    self.user_factors, self.cg_steps)
@@ -388,7 +388,7 @@ class IALS:
 
         sum_P [c (s - 1)^2 - w0 s^2] + w0 tr(UᵀU VᵀV) + sum_u l2_u |U_u|^2 + sum_i l2_i |V_i|^2.
         """
-        if self._users is None or self._items is None:
+        if self._users is None or self._items is None or self.user_factors is None or self.item_factors is None:
             raise ValueError("call fit(train) before loss()")
         users, items = self.user_factors.double(), self.item_factors.double()
         scores = self._users.dots(users, items)

@@ -481,7 +481,7 @@ def negative_gradients(name: str, pos: Tensor, neg: Tensor, **params: float) -> 
     Row b's gradient is that of its own row loss (reduction 'sum'), so it shows how hard each negative is
     pushed down. Chapter 04_hardness.
     """
-    fn = make(name, **params)
+    fn = make(name, check_finite=True, **params)
     neg = neg.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(fn(pos.detach(), neg, reduction="sum"), neg)
     return grad
@@ -560,7 +560,7 @@ def debiasing_monte_carlo(
         rng.normal(neg_mean, std, size=(num_trials, num_negatives)),
     )
     pos_t, neg_t = torch.from_numpy(pos), torch.from_numpy(neg)
-    if kind == "exp":
+    if isinstance(form, _ExpForm):  # kind == "exp"
         phi_neg, phi_pos = torch.exp(neg_t / tau), torch.exp(pos_t / tau)
         clamped = torch.exp(_log_negative_mean(neg_t / tau, pos_t / tau, tau_plus, -1.0 / tau))
         floor, phi_text = math.exp(-1.0 / tau), f"exp(s / {tau:g})"

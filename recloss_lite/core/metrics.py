@@ -16,6 +16,7 @@ first) or +-inf raise ValueError naming the count and the first user; remove ite
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,9 +39,10 @@ def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
 def _as_rows(rows: sp.spmatrix | sp.sparray | Sequence[Sequence[int]], shape: tuple[int, int], what: str):
     """``rows`` (CSR of exactly ``shape`` or a list of item lists, one per row) as a canonical CSR matrix."""
     if sp.issparse(rows):
-        if rows.shape != shape:
-            raise ValueError(f"{what} has shape {tuple(rows.shape)} but scores have shape {shape}")
-        matrix = sp.csr_matrix(rows, copy=True)
+        sparse = cast("sp.spmatrix | sp.sparray", rows)  # what issparse checked (mypy: scipy has no types here)
+        if sparse.shape != shape:
+            raise ValueError(f"{what} has shape {tuple(sparse.shape)} but scores have shape {shape}")
+        matrix = sp.csr_matrix(sparse, copy=True)
     else:
         if len(rows) != shape[0]:
             raise ValueError(f"{what} has {len(rows)} item lists but scores have shape {shape}")

@@ -78,7 +78,7 @@ class MF(torch.nn.Module):
         return self.user_vectors(users) @ items.T
 
 
-def batch_scores(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+def batch_scores(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,
                  shared: bool, in_batch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive and negative scores of a batch from similarity-ready vectors.
 
@@ -90,6 +90,8 @@ def batch_scores(users: torch.Tensor, positives: torch.Tensor, negatives: torch.
         batch = all_scores.shape[0]
         off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=all_scores.device)
         return all_scores.diagonal(), all_scores[off_diagonal].view(batch, batch - 1)
+    if negatives is None:
+        raise ValueError("batch_scores: negatives are needed unless in_batch")
     pos = (users * positives).sum(-1)
     if shared:
         return pos, users @ negatives.T

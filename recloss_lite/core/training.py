@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -140,7 +140,7 @@ def check_model_params(model: str, params: dict) -> None:
             raise ValueError(f"model_params {sorted(params)}: model 'mf' takes none (its settings are options: "
                              "--l2, --dim, --init-std, ...)")
         return
-    signature = inspect.signature(cls.__init__).parameters
+    signature = inspect.signature(cls).parameters  # the constructor's, without self
     allowed = {name: p.default for name, p in signature.items() if name not in _DRIVER_FILLS}
     if model == "ials":
         allowed["factors"] = signature["factors"].default  # iALS's embedding size may be set by name too
@@ -230,11 +230,11 @@ class TrainConfig:
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: allowed range is {allowed}")
-        for name, value, allowed in (("model", self.model, MODELS), ("sampler", self.sampler, KINDS),
+        for name, value, choices in (("model", self.model, MODELS), ("sampler", self.sampler, KINDS),
                                      ("lr_schedule", self.lr_schedule, SCHEDULES),
                                      ("similarity", self.similarity, ("dot", "cosine"))):
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r}: allowed values are {allowed}")
+            if value not in choices:
+                raise ValueError(f"{name}={value!r}: allowed values are {choices}")
         check_model_params(self.model, self.model_params)
         loss = losses.make(self.loss, **self.loss_params)  # fails now, with the loss module's message, not mid-run
         if self.sampler == "dns" and loss.name == "softmax":
@@ -328,7 +328,16 @@ def _dropout(vectors: torch.Tensor, rate: float, generator: torch.Generator) -> 
     return vectors * keep / (1.0 - rate)
 
 
-def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: NegativeSampler,
+class NamedLoss(Protocol):
+    """What :func:`train_epoch` needs of its loss: ``loss_fn(pos, neg, **extra)`` and the registered ``name``
+    (a :class:`.losses.Loss`, as :func:`.losses.make` gives it)."""
+
+    name: str
+
+    def __call__(self, pos: torch.Tensor, neg: torch.Tensor, **extra: Any) -> torch.Tensor: ...
+
+
+def train_epoch(model: MF, optimizer: RowAdam, loss_fn: NamedLoss, sampler: NegativeSampler,
                 users: torch.Tensor, items: torch.Tensor, config: TrainConfig, generator: torch.Generator,
                 progress: bool = False) -> float:
     """One pass over the training pairs (on the model's device) in shuffled batches; returns the mean training loss.
@@ -382,10 +391,13 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
         scores = norms = None
         if grouped:
             if model.similarity == "cosine":  # gathered and normalised in one pass
-                table, norms = kernels.normalize(model.weight.data, unique_ids)
+                gathered = kernels.normalize(model.weight.data, unique_ids)
+                assert gathered is not None  # grouped: the kernels apply (per_row checked the table)
+                table, norms = gathered
             else:
                 table = model.weight.data.index_select(0, unique_ids)
-            kernel_args = (table, inverse[:size], *groups)
+            group_order, group_start = groups
+            kernel_args = (table, inverse[:size], group_order, group_start)
             scores = kernels.grouped_scores(*kernel_args, negatives.items.shape[1])
         elif per_row and model.similarity == "dot":
             kernel_args = (model.weight.data, parts[0], parts[1], parts[2].view(size, -1))
@@ -393,13 +405,15 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: Callable, sampler: Negat
         if scores is not None:
             pos, neg = (part.requires_grad_(True) for part in scores)
             loss = loss_fn(pos, neg, **extra)
-            grads = torch.autograd.grad(loss, (pos, neg))
+            grad_pos, grad_neg = torch.autograd.grad(loss, (pos, neg))
             if grouped:
-                grad = kernels.grouped_scores_backward(*kernel_args, *grads)
+                grad = kernels.grouped_scores_backward(*kernel_args, grad_pos, grad_neg)
                 if norms is not None:  # back through the normalisation
+                    assert grad is not None  # the kernels gave the scores, so they apply to the backward too
                     grad = kernels.normalize_backward(table, norms, grad)
             else:
-                grad = kernels.batch_scores_backward(*kernel_args, *grads, inverse, len(unique_ids))
+                grad = kernels.batch_scores_backward(*kernel_args, grad_pos, grad_neg, inverse, len(unique_ids))
+            assert grad is not None  # as above
         else:
             rows = optimizer.gather(unique_ids)
             slots = inverse.split([len(part) for part in parts])
@@ -431,7 +445,10 @@ class Trainable(Protocol):
     to checkpoint and cheaper to recompute (EASE re-fits when a finished run is reopened).
     """
 
-    model: object
+    @property
+    def model(self) -> object:
+        """The model trained (MF, IALS, EASE or HDCCF); read-only here, so each trainable may name its own type."""
+
     lr: float
     iterative: bool
     saves_state: bool
@@ -517,7 +534,9 @@ class IALSTrainable:
         return self.model.scores(users)
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        return {"user_factors": self.model.user_factors.clone(), "item_factors": self.model.item_factors.clone()}
+        user_factors, item_factors = self.model.user_factors, self.model.item_factors
+        assert user_factors is not None and item_factors is not None  # drawn by start() in __init__
+        return {"user_factors": user_factors.clone(), "item_factors": item_factors.clone()}
 
     def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
         self.model.user_factors = state["user_factors"].to(self.model.device, copy=True)
@@ -620,8 +639,8 @@ class HDCCFTrainable:
             optimizer.load_state_dict(saved)
 
 
-TRAINABLES: dict[str, type] = {"mf": MFTrainable, "ials": IALSTrainable, "ease": EASETrainable,
-                               "hdccf": HDCCFTrainable}
+TRAINABLES: dict[str, type[MFTrainable | IALSTrainable | EASETrainable | HDCCFTrainable]] = {
+    "mf": MFTrainable, "ials": IALSTrainable, "ease": EASETrainable, "hdccf": HDCCFTrainable}
 
 
 def make_trainable(config: TrainConfig, train: sp.csr_matrix, n_users: int, n_items: int, **options) -> Trainable:
@@ -855,6 +874,7 @@ def _train_phase(config: TrainConfig, trainable: Trainable, folder: RunFolder | 
             state = new_state()
 
     def save(state: dict, best: dict | None) -> None:
+        assert folder is not None  # save is passed on only with a folder
         folder.save(name, {"config": config.to_dict(), "state": state, "best": best,
                            "trainable": trainable.state_dict() if trainable.saves_state else {}})
 
@@ -885,6 +905,7 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
     shape = (dataset.n_users, dataset.n_items)
     trainable = make_trainable(config, evaluation.fit_train, *shape, **trainable_options)
     if stored is not None:
+        assert folder is not None  # stored is read from the folder
         return stored, _reopen(config, dataset, folder, stored, trainable, trainable_options)
     label = f"{config.dataset} {config.loss if config.model == 'mf' else config.model}"
     state, best, stop_reason = _train_phase(
