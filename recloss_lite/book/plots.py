@@ -35,11 +35,15 @@ def _torch():
 
 def figure_grid(count: int, cols: int, width: float = 3.2, height: float = 2.6) -> tuple[Figure, np.ndarray]:
     """A figure with ``count`` panels in rows of at most ``cols`` (each ``width`` x ``height`` inches), and its axes
-    as a flat array: every chapter's multi-panel figure starts here."""
+    as a flat array (the cells past ``count`` in the last row are hidden): every chapter's multi-panel figure starts
+    here."""
     rows = max(1, -(-count // cols))
     cols = min(cols, max(count, 1))
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes
 
 
 # --------------------------------------------------------------------------------------------------

@@ -81,8 +81,6 @@ def score_densities(samples: dict[str, tuple[np.ndarray, np.ndarray]], cols: int
     fig, axes = figure_grid(len(samples), cols, width=3.4)
     for ax, (label, (pos, neg)) in zip(axes, samples.items(), strict=False):
         draw_scores(ax, pos, neg, label)
-    for ax in axes[len(samples):]:
-        ax.set_visible(False)
     axes[0].legend(fontsize=7)
     return fig
 
@@ -102,7 +100,5 @@ def sweeps(studies: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: 
             ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
-    for ax in axes[len(studies):]:
-        ax.set_visible(False)
     return fig
 

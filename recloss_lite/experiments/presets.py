@@ -35,5 +35,8 @@ LINEAR_PRESETS: dict[str, dict] = {
 
 
 def preset(loss: str) -> dict:
-    """The default training settings of ``loss`` (a debiased name shares its base loss's settings)."""
-    return dict(PRESETS.get(loss.removeprefix("debiased-"), {}))
+    """The default training settings of ``loss`` (a debiased name shares its base loss's settings); ValueError for
+    a name that is not a loss."""
+    if loss not in losses.names():
+        raise ValueError(f"loss={loss!r}: allowed values are {', '.join(losses.names())}")
+    return dict(PRESETS[loss.removeprefix("debiased-")])
