@@ -34,6 +34,7 @@ book-fast: setup
 
 lint: setup
 	$(BIN)/ruff check recloss_lite tests
+	$(BIN)/ruff format --check recloss_lite tests
 	$(BIN)/mypy recloss_lite/core
 
 # Lint, then every test: unit tests, and the whole book built in fast mode and opened in headless Chromium; then the

@@ -54,8 +54,13 @@ def toy_dataset(n_users: int = 120, n_items: int = 80, seed: int = 0) -> data.Da
         is_test += test.tolist()
     rows, cols, is_test = np.array(rows), np.array(cols), np.array(is_test)
     shape = (n_users, n_items)
-    return data.Dataset("toy", data.interaction_matrix(rows[~is_test], cols[~is_test], shape),
-                        data.interaction_matrix(rows[is_test], cols[is_test], shape), n_users, n_items)
+    return data.Dataset(
+        "toy",
+        data.interaction_matrix(rows[~is_test], cols[~is_test], shape),
+        data.interaction_matrix(rows[is_test], cols[is_test], shape),
+        n_users,
+        n_items,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -79,9 +84,18 @@ def headless_chromium(window_size: str = "1280,1600"):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="recloss-chromium-")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", f"--window-size={window_size}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        f"--window-size={window_size}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:

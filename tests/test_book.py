@@ -58,8 +58,7 @@ def build() -> Path:
     folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="recloss-book-"))
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RECLOSS_FAST": "1", "RECLOSS_RECORDS": str(folder / "records")}
-    command = [*_jupyter_book(), "build", str(BOOK), "--path-output", str(folder), "-W", "-n", "--keep-going",
-               "--all"]
+    command = [*_jupyter_book(), "build", str(BOOK), "--path-output", str(folder), "-W", "-n", "--keep-going", "--all"]
     completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     log = completed.stdout + completed.stderr
     (folder / "build.log").write_text(log)
@@ -302,9 +301,7 @@ def test_page_in_chromium(build, browser, chapter):
             lambda driver: driver.execute_script("return document.querySelectorAll('mjx-container').length;") > 0,
             message=f"{chapter}: MathJax typeset no math within 60 s",
         )
-    errors = browser.execute_script(
-        "return document.querySelectorAll('.output.stderr, .output.traceback').length;"
-    )
+    errors = browser.execute_script("return document.querySelectorAll('.output.stderr, .output.traceback').length;")
     assert errors == 0, f"{chapter}: {errors} error outputs in the page"
     assert re.search(r"\S", browser.execute_script("return document.body.innerText;"))
     height = browser.execute_script("return document.documentElement.scrollHeight;")

@@ -12,8 +12,25 @@ from recloss_lite.experiments import cli
 
 
 def test_cli_train_json_last_line(ml100k, tmp_path, capsys) -> None:
-    code = cli.main(["train", "--dataset", "ml-100k", "--loss", "mine+", "--epochs", "2", "--num-negatives", "32",
-                     "--lam", "1.2", "--out", str(tmp_path / "run"), "--json", "--quiet"])
+    code = cli.main(
+        [
+            "train",
+            "--dataset",
+            "ml-100k",
+            "--loss",
+            "mine+",
+            "--epochs",
+            "2",
+            "--num-negatives",
+            "32",
+            "--lam",
+            "1.2",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+            "--quiet",
+        ]
+    )
     assert code == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last["metrics"]) >= {"recall@20", "ndcg@20"} and 0 < last["metrics"]["recall@20"] < 1
@@ -28,16 +45,19 @@ def test_cli_reports_bad_input_as_one_error(capsys) -> None:
     assert "margin" in err and "[-1, 1]" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (["--lr", "inf"], "lr=inf: must be a finite number"),
-    (["--eval-batch-size", "0"], "eval_batch_size=0: allowed range is >= 1"),
-    (["--model", "hdccf", "--model-param", "modulation=maybe"], "modulation='maybe' must be true or false"),
-    (["--model-param", "l2=5"], "model 'mf' takes none"),
-    (["--model", "ials", "--model-param", "typo=1"], "ials has no parameter 'typo'"),
-    (["--model-param", "novalue"], "expected NAME=VALUE"),
-    (["--dropout", "1.0"], "dropout=1.0: allowed range is in [0, 1)"),
-    (["--device", "cuda:x"], "device='cuda:x'"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--lr", "inf"], "lr=inf: must be a finite number"),
+        (["--eval-batch-size", "0"], "eval_batch_size=0: allowed range is >= 1"),
+        (["--model", "hdccf", "--model-param", "modulation=maybe"], "modulation='maybe' must be true or false"),
+        (["--model-param", "l2=5"], "model 'mf' takes none"),
+        (["--model", "ials", "--model-param", "typo=1"], "ials has no parameter 'typo'"),
+        (["--model-param", "novalue"], "expected NAME=VALUE"),
+        (["--dropout", "1.0"], "dropout=1.0: allowed range is in [0, 1)"),
+        (["--device", "cuda:x"], "device='cuda:x'"),
+    ],
+)
 def test_bad_options_give_one_line_before_any_work(options, message, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert cli.main(["train", "--dataset", "ml-100k", *options, "--out", str(out), "--quiet"]) == 2
@@ -47,8 +67,20 @@ def test_bad_options_give_one_line_before_any_work(options, message, tmp_path, c
 
 
 def test_a_finished_run_is_reported_not_retrained(ml100k, tmp_path, capsys) -> None:
-    args = ["train", "--dataset", "ml-100k", "--loss", "bpr", "--sampler", "uniform", "--epochs", "2",
-            "--out", str(tmp_path), "--quiet"]
+    args = [
+        "train",
+        "--dataset",
+        "ml-100k",
+        "--loss",
+        "bpr",
+        "--sampler",
+        "uniform",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     assert cli.main(args) == 0
     stored = (tmp_path / "result.json").read_bytes()
     capsys.readouterr()
@@ -66,8 +98,29 @@ def test_a_finished_run_is_reported_not_retrained(ml100k, tmp_path, capsys) -> N
 
 
 def test_seeds_are_trained_and_summarised(ml100k, tmp_path, capsys) -> None:
-    assert cli.main(["train", "--dataset", "ml-100k", "--loss", "bpr", "--sampler", "uniform", "--epochs", "2",
-                     "--seeds", "0", "1", "--out", str(tmp_path), "--quiet", "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--dataset",
+                "ml-100k",
+                "--loss",
+                "bpr",
+                "--sampler",
+                "uniform",
+                "--epochs",
+                "2",
+                "--seeds",
+                "0",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     runs = [json.loads((tmp_path / f"seed{seed}" / "result.json").read_text()) for seed in (0, 1)]
     recalls = [run["metrics"]["recall@20"] for run in runs]
@@ -75,15 +128,34 @@ def test_seeds_are_trained_and_summarised(ml100k, tmp_path, capsys) -> None:
     assert last["seeds"] == summary["seeds"] == [0, 1] and [run["params"]["seed"] for run in runs] == [0, 1]
     assert summary["metrics"]["recall@20"]["values"] == recalls
     assert summary["metrics"]["recall@20"]["mean"] == pytest.approx(sum(recalls) / 2)
-    assert summary["metrics"]["recall@20"]["sd"] == pytest.approx(abs(recalls[0] - recalls[1]) / 2 ** 0.5)
+    assert summary["metrics"]["recall@20"]["sd"] == pytest.approx(abs(recalls[0] - recalls[1]) / 2**0.5)
 
 
 def test_record_stores_each_seed_in_the_results_store(ml100k, tmp_path, monkeypatch, capsys) -> None:
     from recloss_lite.experiments import results
 
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "results")
-    args = ["train", "--dataset", "ml-100k", "--loss", "bpr", "--sampler", "uniform", "--epochs", "1", "--refit",
-            "--seeds", "0", "1", "--record", "tuned", "--out", str(tmp_path / "runs"), "--quiet", "--json"]
+    args = [
+        "train",
+        "--dataset",
+        "ml-100k",
+        "--loss",
+        "bpr",
+        "--sampler",
+        "uniform",
+        "--epochs",
+        "1",
+        "--refit",
+        "--seeds",
+        "0",
+        "1",
+        "--record",
+        "tuned",
+        "--out",
+        str(tmp_path / "runs"),
+        "--quiet",
+        "--json",
+    ]
     monkeypatch.setattr(sys, "argv", ["/somewhere/bin/recloss-lite", *args])  # as the installed command runs
     assert cli.main(args) == 0
     json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # the last line stays the JSON summary

@@ -121,8 +121,12 @@ def test_real_lightgcn_sets_load_silently(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("train", "test", "empty"),
-    [("", "0 1\n", "train.txt"), ("0 1\n", "", "test.txt"), ("0 1\n", "3\n\n 4 \n", "test.txt"),
-     ("\n\n", "0 1\n", "train.txt")],
+    [
+        ("", "0 1\n", "train.txt"),
+        ("0 1\n", "", "test.txt"),
+        ("0 1\n", "3\n\n 4 \n", "test.txt"),
+        ("\n\n", "0 1\n", "train.txt"),
+    ],
 )
 def test_file_without_interactions_is_named(tmp_path: Path, train: str, test: str, empty: str) -> None:
     folder = write_lightgcn(tmp_path / "toy", train, test)
@@ -209,9 +213,7 @@ def test_download_of_an_archive_into_the_cache(isolated: Path, monkeypatch: pyte
     archive = isolated / "ml-100k.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.write(origin, "ml-100k/u.data")
-    monkeypatch.setitem(
-        data.REGISTRY, "ml-100k", dataclasses.replace(data.REGISTRY["ml-100k"], url=archive.as_uri())
-    )
+    monkeypatch.setitem(data.REGISTRY, "ml-100k", dataclasses.replace(data.REGISTRY["ml-100k"], url=archive.as_uri()))
     ds = data.load("ml-100k")
     cached = isolated / "cache" / "recloss-lite" / "ml-100k" / "u.data"
     assert cached.read_bytes() == origin.read_bytes()
@@ -292,9 +294,7 @@ def test_movielens_statistics_and_split() -> None:
     assert ds.train.multiply(ds.test).nnz == 0
     # The timestamps have the pattern of train + test and the times of u.data.
     both = (ds.train + ds.test).tocsr()
-    assert np.array_equal(both.indptr, ds.timestamps.indptr) and np.array_equal(
-        both.indices, ds.timestamps.indices
-    )
+    assert np.array_equal(both.indptr, ds.timestamps.indptr) and np.array_equal(both.indices, ds.timestamps.indices)
     table = np.loadtxt(folder / "u.data", dtype=np.int64)
     assert ds.timestamps[table[0, 0] - 1, table[0, 1] - 1] == table[0, 3]
     # Reproducible; the threshold keeps exactly the ratings >= 4.

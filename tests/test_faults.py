@@ -23,13 +23,32 @@ from recloss_lite.core import training
 from recloss_lite.core.training import TrainConfig, fit
 from recloss_lite.experiments import cli
 
-TRAIN = [sys.executable, "-m", "recloss_lite.experiments.cli", "train", "--dataset", "ml-100k", "--loss", "bpr",
-         "--sampler", "uniform", "--batch-size", "512", "--epochs", "6", "--patience", "50", "--quiet", "--json"]
+TRAIN = [
+    sys.executable,
+    "-m",
+    "recloss_lite.experiments.cli",
+    "train",
+    "--dataset",
+    "ml-100k",
+    "--loss",
+    "bpr",
+    "--sampler",
+    "uniform",
+    "--batch-size",
+    "512",
+    "--epochs",
+    "6",
+    "--patience",
+    "50",
+    "--quiet",
+    "--json",
+]
 
 
 def _config(**overrides) -> TrainConfig:
-    return TrainConfig(**{"dataset": "toy", "epochs": 3, "dim": 8, "lr": 1e-2, "batch_size": 128,
-                          "valid_fraction": 0.2, **overrides})
+    return TrainConfig(
+        **{"dataset": "toy", "epochs": 3, "dim": 8, "lr": 1e-2, "batch_size": 128, "valid_fraction": 0.2, **overrides}
+    )
 
 
 def _last_json(output: str) -> dict:
@@ -38,8 +57,9 @@ def _last_json(output: str) -> dict:
 
 @pytest.mark.slow
 def test_sigkill_during_an_epoch_then_resume_equals_the_uninterrupted_run(ml100k, tmp_path) -> None:
-    reference = _last_json(subprocess.run([*TRAIN, "--out", str(tmp_path / "whole")], capture_output=True,
-                                          text=True, check=True).stdout)
+    reference = _last_json(
+        subprocess.run([*TRAIN, "--out", str(tmp_path / "whole")], capture_output=True, text=True, check=True).stdout
+    )
     killed = tmp_path / "killed"
     process = subprocess.Popen([*TRAIN, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -59,8 +79,9 @@ def test_sigkill_during_an_epoch_then_resume_equals_the_uninterrupted_run(ml100k
 
 
 @pytest.mark.parametrize("model", ["mf", "ials", "ease", "hdccf"])
-def test_interrupted_while_writing_the_result_then_resume_returns_the_same_result(toy, tmp_path, monkeypatch,
-                                                                                  model) -> None:
+def test_interrupted_while_writing_the_result_then_resume_returns_the_same_result(
+    toy, tmp_path, monkeypatch, model
+) -> None:
     config = _config(model=model, **({"model_params": {"modulation": False}} if model == "hdccf" else {}))
     reference, _ = fit(config, toy, progress=False)
     real = training.write_json_atomic
@@ -143,18 +164,36 @@ def test_a_diverging_run_stops_with_the_epoch_and_keeps_its_checkpoints(toy, tmp
 
 
 @pytest.mark.filterwarnings("ignore::recloss_lite.core.data.ChecksumWarning")  # the user's own files: a note
-@pytest.mark.parametrize(("train", "test", "message"), [
-    ("0 1 2\n1 x 3\n", "0 4\n", "train.txt:2: expected non-negative integer ids, got 'x'"),
-    ("", "0 1\n", "train.txt holds no interaction"),
-    ("0 1 2\n", "", "test.txt holds no interaction"),
-    ("0 1 2\n1 3\n", "0 2\n", "test.txt:1: user 0 item 2 is also in train.txt"),
-    ("0 1 99999999999\n", "0 1\n", "train.txt:1"),
-])
+@pytest.mark.parametrize(
+    ("train", "test", "message"),
+    [
+        ("0 1 2\n1 x 3\n", "0 4\n", "train.txt:2: expected non-negative integer ids, got 'x'"),
+        ("", "0 1\n", "train.txt holds no interaction"),
+        ("0 1 2\n", "", "test.txt holds no interaction"),
+        ("0 1 2\n1 3\n", "0 2\n", "test.txt:1: user 0 item 2 is also in train.txt"),
+        ("0 1 99999999999\n", "0 1\n", "train.txt:1"),
+    ],
+)
 def test_malformed_data_files_give_one_line_naming_the_file(tmp_path, capsys, train, test, message) -> None:
     (tmp_path / "train.txt").write_text(train)
     (tmp_path / "test.txt").write_text(test)
-    assert cli.main(["train", "--dataset", "gowalla", "--data-dir", str(tmp_path), "--epochs", "1",
-                     "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--dataset",
+                "gowalla",
+                "--data-dir",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("recloss-lite train: error: ") and message in err and "Traceback" not in err, err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -16,8 +16,9 @@ from recloss_lite.core.training import HDCCFTrainable, TrainConfig, epoch_genera
 TAU = 0.5
 
 
-def direct_negative_score(neg: np.ndarray, pos: np.ndarray, unobserved: np.ndarray, omega_plus: float,
-                          tau: float) -> float:
+def direct_negative_score(
+    neg: np.ndarray, pos: np.ndarray, unobserved: np.ndarray, omega_plus: float, tau: float
+) -> float:
     """Eqs. (15), (25) and (16) for one row, term by term: pi_0, pi_1, Q = |N^-|, clamp when omega^+ > 0."""
     q = len(neg)
     omega_minus = 1.0 - omega_plus
@@ -56,14 +57,18 @@ def as_tensors(*arrays):
 def test_user_item_loss_matches_equation_14(omega):
     pos, neg_u, neg_i, pos_u, pos_i, mask_u, mask_i = random_rows(1)
     expected = direct_user_item(pos, neg_u, neg_i, pos_u, pos_i, TAU, *omega, mask_u, mask_i)
-    pos_t, neg_u_t, neg_i_t, pos_u_t, pos_i_t, mask_u_t, mask_i_t = as_tensors(pos, neg_u, neg_i, pos_u, pos_i,
-                                                                                  mask_u, mask_i)
-    got = hdccf.user_item_loss(pos_t, neg_u_t, neg_i_t, pos_u_t, pos_i_t, TAU, *omega, mask_u_t, mask_i_t,
-                               reduction="none")
+    pos_t, neg_u_t, neg_i_t, pos_u_t, pos_i_t, mask_u_t, mask_i_t = as_tensors(
+        pos, neg_u, neg_i, pos_u, pos_i, mask_u, mask_i
+    )
+    got = hdccf.user_item_loss(
+        pos_t, neg_u_t, neg_i_t, pos_u_t, pos_i_t, TAU, *omega, mask_u_t, mask_i_t, reduction="none"
+    )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
     if omega[0] > 0.5:  # the large omega^+ makes the clamp (16) bind on some rows: both branches are covered
-        floors = [direct_negative_score(neg_u[b], np.append(pos_u[b], pos[b]), mask_u[b], omega[0], TAU)
-                  for b in range(len(pos))]
+        floors = [
+            direct_negative_score(neg_u[b], np.append(pos_u[b], pos[b]), mask_u[b], omega[0], TAU)
+            for b in range(len(pos))
+        ]
         assert any(math.isclose(f, neg_u.shape[1] * math.exp(-1 / TAU)) for f in floors)
 
 
@@ -71,8 +76,13 @@ def test_biased_loss_is_equation_1_and_infonce():
     pos, neg_u, neg_i, pos_u, pos_i, _, _ = random_rows(2)
     tensors = as_tensors(pos, neg_u, neg_i, pos_u, pos_i)
     got = hdccf.user_item_loss(*tensors, TAU, reduction="none").numpy()
-    expected = [-math.log(math.exp(pos[b] / TAU) / (np.exp(neg_u[b] / TAU).sum() + np.exp(neg_i[b] / TAU).sum()
-                                                    + math.exp(pos[b] / TAU))) for b in range(len(pos))]
+    expected = [
+        -math.log(
+            math.exp(pos[b] / TAU)
+            / (np.exp(neg_u[b] / TAU).sum() + np.exp(neg_i[b] / TAU).sum() + math.exp(pos[b] / TAU))
+        )
+        for b in range(len(pos))
+    ]
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     infonce = losses.make("infonce", tau=TAU)(tensors[0], torch.cat(tensors[1:3], dim=1), reduction="none")
     np.testing.assert_allclose(got, infonce.numpy(), rtol=1e-12)
@@ -98,8 +108,7 @@ def test_neighbour_loss_matches_equations_5_and_17(masked):
         weights = len(neg[b]) * mask[b] / mask[b].sum()  # pi^{u-u}, eq. (27) with Q = |N^-|
         negative = sum(weights[j] * math.exp(neg[b, j] / TAU) for j in range(8))
         expected.append(sum(-math.log(math.exp(c / TAU) / (math.exp(c / TAU) + negative)) for c in pos[b]))
-    got = hdccf.neighbour_loss(*as_tensors(pos, neg), TAU, torch.from_numpy(mask) if masked else None,
-                               reduction="none")
+    got = hdccf.neighbour_loss(*as_tensors(pos, neg), TAU, torch.from_numpy(mask) if masked else None, reduction="none")
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
 
 
@@ -117,9 +126,11 @@ def test_gradcheck():
     scores = [tensor.requires_grad_(True) for tensor in as_tensors(pos, neg_u, neg_i, pos_u, pos_i)]
     masks = as_tensors(mask_u, mask_i)
     assert torch.autograd.gradcheck(
-        lambda *s: hdccf.user_item_loss(*s, TAU, 0.1, 0.05, *masks, reduction="none"), scores)
-    assert torch.autograd.gradcheck(lambda p, n: hdccf.neighbour_loss(p, n, TAU, masks[0], reduction="none"),
-                                    [scores[3], scores[1]])
+        lambda *s: hdccf.user_item_loss(*s, TAU, 0.1, 0.05, *masks, reduction="none"), scores
+    )
+    assert torch.autograd.gradcheck(
+        lambda p, n: hdccf.neighbour_loss(p, n, TAU, masks[0], reduction="none"), [scores[3], scores[1]]
+    )
 
 
 def test_extreme_scores_are_finite():
@@ -194,15 +205,22 @@ def test_propositions_1_and_2_slope(movielens):
 
 def test_theorem_1_monte_carlo():
     rng = np.random.default_rng(0)
-    result = hdccf.theorem1_monte_carlo(true_negative_scores=rng.uniform(-1, 0.2, 300),
-                                        false_negative_scores=rng.uniform(0.2, 1, 30),
-                                        observed_scores=rng.uniform(0.4, 1, 20), num_negatives=64,
-                                        num_positives=4, tau=0.5, trials=20000, seed=1)
+    result = hdccf.theorem1_monte_carlo(
+        true_negative_scores=rng.uniform(-1, 0.2, 300),
+        false_negative_scores=rng.uniform(0.2, 1, 30),
+        observed_scores=rng.uniform(0.4, 1, 20),
+        num_negatives=64,
+        num_positives=4,
+        tau=0.5,
+        trials=20000,
+        seed=1,
+    )
     assert result["clamped"] < 1e-3  # the theorem is about the unclamped estimator: keep the clamp (16) idle
     assert abs(result["f_debiased_mean"] - result["f_ideal"]) < 4 * result["f_debiased_stderr"]
     assert result["f_biased_mean"] - result["f_ideal"] > 20 * result["f_biased_stderr"]
     assert abs(result["loss_debiased_mean"] - result["loss_ideal"]) < 0.1 * abs(
-        result["loss_biased_mean"] - result["loss_ideal"])
+        result["loss_biased_mean"] - result["loss_ideal"]
+    )
 
 
 @pytest.mark.parametrize("modulation", [False, True])
@@ -212,8 +230,9 @@ def test_scores_contract(modulation):
     scores = model.scores(users)
     assert scores.shape == (3, 7) and scores.dtype == torch.float32 and not scores.requires_grad
     torch.testing.assert_close(scores, model.all_pair_scores(users, torch.arange(7)).detach())
-    torch.testing.assert_close(model.diagonal_scores(users, torch.tensor([1, 2, 6])).detach(),
-                               scores[[0, 1, 2], [1, 2, 6]])
+    torch.testing.assert_close(
+        model.diagonal_scores(users, torch.tensor([1, 2, 6])).detach(), scores[[0, 1, 2], [1, 2, 6]]
+    )
 
 
 @pytest.mark.slow
@@ -222,8 +241,9 @@ def test_trains_on_movielens_and_beats_random(movielens):
     ds, train, valid, test = movielens
     # random ranking: HR@10 = 0.1 (standard error about 0.01 over 943 users)
     for modulation, max_batches, at_least in ((False, 150, 0.2), (True, 80, 0.15)):
-        config = TrainConfig(model="hdccf", dim=16, lr=2e-2, batch_size=128,
-                             model_params={"num_positives": 2, "modulation": modulation})
+        config = TrainConfig(
+            model="hdccf", dim=16, lr=2e-2, batch_size=128, model_params={"num_positives": 2, "modulation": modulation}
+        )
         trainable = HDCCFTrainable(config, train, ds.n_users, ds.n_items, max_batches=max_batches)
         loss = trainable.train_epoch(epoch_generator(0, 1), None)
         assert loss > 0 and math.isfinite(loss)
@@ -235,8 +255,9 @@ def test_trains_on_movielens_and_beats_random(movielens):
 @pytest.mark.parametrize("kind", ["entries", "shared"])
 def test_relation_queries_match_the_dense_table(kind, monkeypatch):
     rng = np.random.default_rng(3)
-    matrix = data.canonical_csr(sp.random(40, 60, density=0.08, random_state=4, format="csr"), "train",
-                                dtype=np.float32)
+    matrix = data.canonical_csr(
+        sp.random(40, 60, density=0.08, random_state=4, format="csr"), "train", dtype=np.float32
+    )
     rows = rng.integers(0, 40, 25)
     cols = rng.integers(0, 60 if kind == "entries" else 40, 30)  # with repeats, as in a batch
     dense = hdccf._Relation(matrix, kind)
@@ -244,7 +265,10 @@ def test_relation_queries_match_the_dense_table(kind, monkeypatch):
     monkeypatch.setattr(hdccf._Relation, "DENSE_LIMIT", 0)  # Gowalla's path: one sparse product per query
     sparse = hdccf._Relation(matrix, kind)
     assert sparse.table is None
-    expected = (matrix.toarray() > 0)[np.ix_(rows, cols)] if kind == "entries" else (
-        (matrix @ matrix.T).toarray() > 0)[np.ix_(rows, cols)]
+    expected = (
+        (matrix.toarray() > 0)[np.ix_(rows, cols)]
+        if kind == "entries"
+        else ((matrix @ matrix.T).toarray() > 0)[np.ix_(rows, cols)]
+    )
     np.testing.assert_array_equal(dense.grid(rows, cols), expected)
     np.testing.assert_array_equal(sparse.grid(rows, cols), expected)

@@ -48,8 +48,15 @@ def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
     users, items = torch.tensor([0, 1, 1, 2]), torch.tensor([10, 11, 12, 10])
     negatives = torch.tensor([[13, 10, 19], [14, 14, 3], [12, 18, 17], [19, 11, 16]])
     _, slot = torch.unique(torch.cat([users, items, negatives.reshape(-1)]), return_inverse=True)
-    return {"users": users, "items": items, "negatives": negatives, "grad_pos": torch.randn(4, generator=generator),
-            "grad_neg": torch.randn(4, 3, generator=generator), "slot": slot, "n_slots": int(slot.max()) + 1}
+    return {
+        "users": users,
+        "items": items,
+        "negatives": negatives,
+        "grad_pos": torch.randn(4, generator=generator),
+        "grad_neg": torch.randn(4, 3, generator=generator),
+        "slot": slot,
+        "n_slots": int(slot.max()) + 1,
+    }
 
 
 def _scores(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -141,15 +148,27 @@ def test_pair_score_kernels_match_autograd(library) -> None:
         kernels.batch_scores_backward(weight, users, items, negatives, grad_pos, grad_neg, inverse[:3], 3)
 
 
-@pytest.mark.parametrize("negatives", [
-    [[10, 10, 10], [11, 11, 5], [12, 7, 12], [13, 13, 13]],  # each row's negatives equal its positive, or each other
-    [[0, 10, 1], [1, 9, 9], [2, 2, 12], [3, 13, 3]],  # the user drawn as a negative: its row written twice per step
-])
+@pytest.mark.parametrize(
+    "negatives",
+    [
+        [
+            [10, 10, 10],
+            [11, 11, 5],
+            [12, 7, 12],
+            [13, 13, 13],
+        ],  # each row's negatives equal its positive, or each other
+        [[0, 10, 1], [1, 9, 9], [2, 2, 12], [3, 13, 3]],  # the user drawn as a negative: its row written twice per step
+    ],
+)
 def test_backward_where_gradient_rows_coincide_matches_autograd(library, negatives) -> None:
     weight, _ = _table()
-    batch = {"users": torch.arange(4), "items": torch.arange(10, 14), "negatives": torch.tensor(negatives),
-             "grad_pos": torch.randn(4, generator=torch.Generator().manual_seed(1)),
-             "grad_neg": torch.randn(4, 3, generator=torch.Generator().manual_seed(2))}
+    batch = {
+        "users": torch.arange(4),
+        "items": torch.arange(10, 14),
+        "negatives": torch.tensor(negatives),
+        "grad_pos": torch.randn(4, generator=torch.Generator().manual_seed(1)),
+        "grad_neg": torch.randn(4, 3, generator=torch.Generator().manual_seed(2)),
+    }
     ref_pos, ref_neg, ref_grad = _autograd(weight, batch)
     pos, neg = kernels.batch_scores(weight, **_scores(batch))
     assert torch.allclose(pos, ref_pos, atol=1e-5) and torch.allclose(neg, ref_neg, atol=1e-5)
@@ -164,8 +183,12 @@ def test_backward_where_gradient_rows_coincide_matches_autograd(library, negativ
 def test_non_contiguous_inputs_give_the_same_numbers(library) -> None:
     weight, moments = _table()
     batch = _batch()
-    strided = {**batch, "users": torch.stack([batch["users"], batch["users"]], 1)[:, 0],
-               "negatives": batch["negatives"].T.contiguous().T, "grad_neg": batch["grad_neg"].T.contiguous().T}
+    strided = {
+        **batch,
+        "users": torch.stack([batch["users"], batch["users"]], 1)[:, 0],
+        "negatives": batch["negatives"].T.contiguous().T,
+        "grad_neg": batch["grad_neg"].T.contiguous().T,
+    }
     assert not any(strided[name].is_contiguous() for name in ("users", "negatives", "grad_neg"))
     (pos, neg), (ref_pos, ref_neg) = (kernels.batch_scores(weight, **_scores(b)) for b in (strided, batch))
     assert torch.equal(pos, ref_pos) and torch.equal(neg, ref_neg)
@@ -234,8 +257,11 @@ def test_batch_scores_backward_refuses_a_slot_outside_the_gradient(library, offs
     bad = -1 if offset < 0 else n_slots + offset
     batch["slot"] = batch["slot"].clone()
     batch["slot"][-1] = bad
-    with pytest.raises(IndexError, match=rf"^batch_scores_backward: slot holds {bad} outside \[0, {n_slots}\) "
-                                         rf"\(n_slots = {n_slots}\)$"):
+    with pytest.raises(
+        IndexError,
+        match=rf"^batch_scores_backward: slot holds {bad} outside \[0, {n_slots}\) "
+        rf"\(n_slots = {n_slots}\)$",
+    ):
         kernels.batch_scores_backward(weight, **batch)
 
 
@@ -255,8 +281,11 @@ def test_row_adam_refuses_float64(library, argument) -> None:
     args = {"moments": moments, **_adam_args()}
     before = weight.clone(), moments.clone()
     args[argument] = args[argument].double()
-    with pytest.raises(TypeError, match=rf"^row_adam: {argument} must be a float32 tensor on the CPU, "
-                                        r"not torch.float64 on cpu$"):
+    with pytest.raises(
+        TypeError,
+        match=rf"^row_adam: {argument} must be a float32 tensor on the CPU, "
+        r"not torch.float64 on cpu$",
+    ):
         kernels.row_adam(weight, *args.values(), *ADAM)
     assert torch.equal(weight, before[0]) and torch.equal(moments, before[1])
 
@@ -266,19 +295,25 @@ def test_batch_scores_backward_refuses_float64(library, argument) -> None:
     weight, _ = _table()
     batch = _batch()
     batch[argument] = batch[argument].double()
-    with pytest.raises(TypeError, match=rf"^batch_scores_backward: {argument} must be a float32 tensor on the CPU, "
-                                        r"not torch.float64 on cpu$"):
+    with pytest.raises(
+        TypeError,
+        match=rf"^batch_scores_backward: {argument} must be a float32 tensor on the CPU, "
+        r"not torch.float64 on cpu$",
+    ):
         kernels.batch_scores_backward(weight, **batch)
 
 
-@pytest.mark.parametrize(("argument", "value", "message"), [
-    ("ids", torch.tensor([[3], [7]]), r"ids \(2, 1\) must be \(K,\) = \(2,\)"),
-    ("moments", torch.zeros(N_ROWS, DIM), r"moments \(20, 5\) must be \(n, 2, d\) = \(20, 2, 5\)"),
-    ("moments", torch.zeros(N_ROWS, DIM, 2).transpose(1, 2), r"moments must be contiguous"),
-    ("grads", torch.zeros(4, DIM + 1), r"grads \(4, 6\) must be \(len\(ids\), d\) = \(4, 5\)"),
-    ("grads", torch.zeros(3, DIM), r"grads \(3, 5\) must be \(len\(ids\), d\) = \(4, 5\)"),
-    ("decay", torch.zeros(4, 1), r"decay \(4, 1\) must be \(len\(ids\),\) = \(4,\)"),
-])
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [
+        ("ids", torch.tensor([[3], [7]]), r"ids \(2, 1\) must be \(K,\) = \(2,\)"),
+        ("moments", torch.zeros(N_ROWS, DIM), r"moments \(20, 5\) must be \(n, 2, d\) = \(20, 2, 5\)"),
+        ("moments", torch.zeros(N_ROWS, DIM, 2).transpose(1, 2), r"moments must be contiguous"),
+        ("grads", torch.zeros(4, DIM + 1), r"grads \(4, 6\) must be \(len\(ids\), d\) = \(4, 5\)"),
+        ("grads", torch.zeros(3, DIM), r"grads \(3, 5\) must be \(len\(ids\), d\) = \(4, 5\)"),
+        ("decay", torch.zeros(4, 1), r"decay \(4, 1\) must be \(len\(ids\),\) = \(4,\)"),
+    ],
+)
 def test_row_adam_refuses_wrong_shapes(library, argument, value, message) -> None:
     weight, moments = _table()
     args = {"moments": moments, **_adam_args(), argument: value}
@@ -297,14 +332,17 @@ def test_row_adam_refuses_gradients_that_share_the_tables_memory(library) -> Non
     assert torch.equal(weight, before)
 
 
-@pytest.mark.parametrize(("argument", "value", "message"), [
-    ("users", torch.tensor([0, 1, 2]), r"users \(3,\) must be \(B,\) = \(4,\)"),
-    ("items", torch.tensor([[10], [11], [12], [13]]), r"items \(4, 1\) must be \(B,\) = \(4,\)"),
-    ("negatives", torch.tensor([13, 14, 12, 19]), r"negatives \(4,\) must be 2-D \(B, N\)"),
-    ("grad_pos", torch.zeros(5), r"grad_pos \(5,\) must be \(B,\) = \(4,\)"),
-    ("grad_neg", torch.zeros(4, 2), r"grad_neg \(4, 2\) must be \(B, N\) = \(4, 3\)"),
-    ("slot", torch.zeros(19, dtype=torch.int64), r"slot \(19,\) must be \(B \* \(2 \+ N\),\) = \(20,\)"),
-])
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [
+        ("users", torch.tensor([0, 1, 2]), r"users \(3,\) must be \(B,\) = \(4,\)"),
+        ("items", torch.tensor([[10], [11], [12], [13]]), r"items \(4, 1\) must be \(B,\) = \(4,\)"),
+        ("negatives", torch.tensor([13, 14, 12, 19]), r"negatives \(4,\) must be 2-D \(B, N\)"),
+        ("grad_pos", torch.zeros(5), r"grad_pos \(5,\) must be \(B,\) = \(4,\)"),
+        ("grad_neg", torch.zeros(4, 2), r"grad_neg \(4, 2\) must be \(B, N\) = \(4, 3\)"),
+        ("slot", torch.zeros(19, dtype=torch.int64), r"slot \(19,\) must be \(B \* \(2 \+ N\),\) = \(20,\)"),
+    ],
+)
 def test_batch_scores_refuse_wrong_shapes(library, argument, value, message) -> None:
     weight, _ = _table()
     batch = {**_batch(), argument: value}
@@ -317,6 +355,7 @@ def test_batch_scores_refuse_wrong_shapes(library, argument, value, message) -> 
 
 
 # ---- distinct rows, the grouped layout (many negatives per row), normalisation and top-k --------------------------
+
 
 def _grouped_batch(seed: int, n_rows: int = 60, batch: int = 5, n_neg: int = 20):
     """A table (n_rows, 8), a batch's users, items and negatives (some users also drawn as items), upstream
@@ -342,7 +381,7 @@ def test_distinct_equals_torch_unique_and_groups_every_occurrence(library, seed)
     assert torch.equal(unique, ref_unique) and torch.equal(inverse, ref_inverse) and torch.equal(counts, ref_counts)
     assert torch.equal(start, torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]))
     for row in range(len(unique)):  # the occurrences of each row, in increasing order
-        assert torch.equal(order[start[row]:start[row + 1]], torch.nonzero(inverse == row).view(-1))
+        assert torch.equal(order[start[row] : start[row + 1]], torch.nonzero(inverse == row).view(-1))
 
 
 def test_distinct_refuses_an_id_outside_the_table(library) -> None:
@@ -361,20 +400,22 @@ def test_grouped_kernels_match_batch_scores_and_autograd(library, monkeypatch, s
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # one or two threads: the same numbers
     weight, users, items, negatives, _, (unique, inverse, _, order, start), (grad_pos, grad_neg) = _grouped_batch(seed)
     table = weight[unique]
-    pos, neg = kernels.grouped_scores(table, inverse[:len(users)], order, start, negatives.shape[1])
-    ref_pos, ref_neg, ref_grad = _autograd(weight, {"users": users, "items": items, "negatives": negatives,
-                                                    "grad_pos": grad_pos, "grad_neg": grad_neg})
+    pos, neg = kernels.grouped_scores(table, inverse[: len(users)], order, start, negatives.shape[1])
+    ref_pos, ref_neg, ref_grad = _autograd(
+        weight, {"users": users, "items": items, "negatives": negatives, "grad_pos": grad_pos, "grad_neg": grad_neg}
+    )
     assert torch.allclose(pos, ref_pos, atol=1e-5) and torch.allclose(neg, ref_neg, atol=1e-5)
-    grads = kernels.grouped_scores_backward(table, inverse[:len(users)], order, start, grad_pos, grad_neg)
+    grads = kernels.grouped_scores_backward(table, inverse[: len(users)], order, start, grad_pos, grad_neg)
     assert torch.allclose(grads, ref_grad[unique], atol=1e-5)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3 - threads)
-    assert torch.equal(grads, kernels.grouped_scores_backward(table, inverse[:len(users)], order, start, grad_pos,
-                                                              grad_neg))
+    assert torch.equal(
+        grads, kernels.grouped_scores_backward(table, inverse[: len(users)], order, start, grad_pos, grad_neg)
+    )
 
 
 def test_grouped_kernels_refuse_order_and_start_outside_their_range(library) -> None:
     weight, users, _, negatives, _, (unique, inverse, _, order, start), (grad_pos, grad_neg) = _grouped_batch(0)
-    table, user_rows, n_neg = weight[unique], inverse[:len(users)], negatives.shape[1]
+    table, user_rows, n_neg = weight[unique], inverse[: len(users)], negatives.shape[1]
     occurrences = len(order)
     bad_order = order.clone()
     bad_order[7] = occurrences
@@ -431,8 +472,10 @@ def test_topk_kernel_equals_torch_topk_ties_included(library, seed) -> None:
     k = int(torch.randint(1, n_items // 64 + 1, (), generator=generator))
     levels = [2, 5, 1000][seed % 3]  # few distinct values: many ties, ordered as torch.topk orders them
     scores = torch.randint(0, levels, (rows, n_items), generator=generator).float()
-    excluded = [sorted(set(torch.randint(0, n_items, (int(n_items * share),), generator=generator).tolist()))
-                for share in (0.0, 0.1, 0.5, 0.9, 0.99, 1.0, 0.3)]
+    excluded = [
+        sorted(set(torch.randint(0, n_items, (int(n_items * share),), generator=generator).tolist()))
+        for share in (0.0, 0.1, 0.5, 0.9, 0.99, 1.0, 0.3)
+    ]
     excluded[5] = list(range(n_items))  # every item excluded: all -inf
     before = scores.clone()
     values, indices = kernels.topk(scores, k, *_csr(excluded))

@@ -59,8 +59,11 @@ class Lab:
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict | list | None:
         request = urllib.request.Request(
-            self.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+            self.url + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             content = response.read()
         return json.loads(content) if content else None
@@ -93,18 +96,33 @@ def lab():
     for page in (REPO / "book").glob("*.md"):
         shutil.copy2(page, root / page.name)
     port = _free_port()
-    env = {**os.environ, **lab_env(),
-           "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),  # connection files, cookie secret: not in ~
-           "RECLOSS_FAST": "1", "RECLOSS_RECORDS": str(folder / "records")}  # kernels: small runs, figures in here
+    env = {
+        **os.environ,
+        **lab_env(),
+        "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),  # connection files, cookie secret: not in ~
+        "RECLOSS_FAST": "1",
+        "RECLOSS_RECORDS": str(folder / "records"),
+    }  # kernels: small runs, figures in here
     log = folder / "server.log"
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-               "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}", "--ServerApp.allow_root=True",
-               f"--ServerApp.root_dir={root}",
-               # a reader's own JupyterLab settings and workspaces are neither used nor written
-               f"--LabApp.user_settings_dir={folder / 'settings'}", f"--LabApp.workspaces_dir={folder / 'workspaces'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={TOKEN}",
+        "--ServerApp.allow_root=True",
+        f"--ServerApp.root_dir={root}",
+        # a reader's own JupyterLab settings and workspaces are neither used nor written
+        f"--LabApp.user_settings_dir={folder / 'settings'}",
+        f"--LabApp.workspaces_dir={folder / 'workspaces'}",
+    ]
     with log.open("w") as stream:
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=stream, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=folder, env=env, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = Lab(root, f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + 60
@@ -137,14 +155,25 @@ def _assert_unchanged(lab: Lab, page: str, when: str) -> None:
     """The page as saved by the server against the checkout's file (git's bytes, for an unmodified checkout)."""
     saved, original = (lab.root / page).read_bytes(), (REPO / "book" / page).read_bytes()
     if saved != original:
-        diff = "".join(difflib.unified_diff(original.decode().splitlines(True), saved.decode().splitlines(True),
-                                            f"book/{page}", f"saved {when}", n=1))
+        diff = "".join(
+            difflib.unified_diff(
+                original.decode().splitlines(True),
+                saved.decode().splitlines(True),
+                f"book/{page}",
+                f"saved {when}",
+                n=1,
+            )
+        )
         pytest.fail(f"saving {page} {when} changed it:\n{diff[:3000]}")
 
 
 def _page_params():
-    return [pytest.param(page, marks=pytest.mark.xfail(reason=NOT_CANONICAL[page], strict=False))
-            if page in NOT_CANONICAL else page for page in PAGES]
+    return [
+        pytest.param(page, marks=pytest.mark.xfail(reason=NOT_CANONICAL[page], strict=False))
+        if page in NOT_CANONICAL
+        else page
+        for page in PAGES
+    ]
 
 
 def test_lab_settings_open_markdown_as_notebooks(lab):
@@ -175,8 +204,12 @@ def test_saving_an_executed_chapter_keeps_its_bytes(lab, monkeypatch):
     notebook = nbformat.from_dict(model["content"])
     monkeypatch.setenv("RECLOSS_FAST", "1")  # the kernel: CI's small settings, figures and records in the copy
     monkeypatch.setenv("RECLOSS_RECORDS", str(lab.root.parent / "records"))
-    nbclient.NotebookClient(notebook, timeout=120, kernel_name=notebook.metadata.kernelspec.name,
-                            resources={"metadata": {"path": str(lab.root)}}).execute()
+    nbclient.NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name=notebook.metadata.kernelspec.name,
+        resources={"metadata": {"path": str(lab.root)}},
+    ).execute()
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
     assert sum(len(cell.outputs) for cell in code) > 0 and "language_info" in notebook.metadata
@@ -198,44 +231,64 @@ def test_in_chromium_a_double_click_opens_a_notebook_and_saving_keeps_the_page(l
 
     def open_by_double_click(page: str) -> None:
         driver.get(f"{lab.url}/lab?reset&token={TOKEN}")  # a fresh workspace: no other tab open
-        item = wait.until(lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, ".jp-DirListing-item")
-                                     if page in e.text], message=f"the file browser does not list {page}")[0]
+        item = wait.until(
+            lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, ".jp-DirListing-item") if page in e.text],
+            message=f"the file browser does not list {page}",
+        )[0]
         ActionChains(driver).double_click(item).perform()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell")
-                   or d.find_elements(By.CSS_SELECTOR, ".jp-FileEditor"), message=f"{page} did not open")
+        wait.until(
+            lambda d: (
+                d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell")
+                or d.find_elements(By.CSS_SELECTOR, ".jp-FileEditor")
+            ),
+            message=f"{page} did not open",
+        )
         assert not driver.find_elements(By.CSS_SELECTOR, ".jp-FileEditor"), f"{page} opened as text"
 
     def command(menu: str, name: str) -> None:  # a JupyterLab command through its menu item
         next(e for e in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if e.text == menu).click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'.lm-Menu-item[data-command="{name}"]'),
-                   message=f"no {name} in the {menu} menu")[0].click()
+        wait.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, f'.lm-Menu-item[data-command="{name}"]'),
+            message=f"no {name} in the {menu} menu",
+        )[0].click()
 
     def save() -> None:
         command("File", "docmanager:save")
-        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".lm-TabBar-tab.jp-mod-dirty"),
-                   message="the notebook stayed unsaved")
+        wait.until(
+            lambda d: not d.find_elements(By.CSS_SELECTOR, ".lm-TabBar-tab.jp-mod-dirty"),
+            message="the notebook stayed unsaved",
+        )
 
     def prompts(d) -> list[str]:
         return [e.text for e in d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt")]
 
     open_by_double_click("02_losses.md")
-    code = [cell for cell in lab.call("GET", "/api/contents/02_losses.md?type=notebook&content=1")["content"]
-            ["cells"] if cell["cell_type"] == "code"]
+    code = [
+        cell
+        for cell in lab.call("GET", "/api/contents/02_losses.md?type=notebook&content=1")["content"]["cells"]
+        if cell["cell_type"] == "code"
+    ]
     kernel = lab.call("GET", "/api/kernelspecs")["kernelspecs"]["python3"]["spec"]["display_name"]
-    wait.until(lambda d: len(prompts(d)) == len(code)
-               and f"{kernel} | Idle" in d.find_element(By.ID, "jp-main-statusbar").text,
-               message="the notebook's cells did not load or its kernel did not start")
+    wait.until(
+        lambda d: (
+            len(prompts(d)) == len(code) and f"{kernel} | Idle" in d.find_element(By.ID, "jp-main-statusbar").text
+        ),
+        message="the notebook's cells did not load or its kernel did not start",
+    )
     command("Run", "runmenu:run-all")
     WebDriverWait(driver, 120).until(
         lambda d: prompts(d) and all(re.fullmatch(r"\[\d+\]:", prompt) for prompt in prompts(d)),
-        message="run all did not finish within 120 s")
+        message="run all did not finish within 120 s",
+    )
     assert not driver.find_elements(By.CSS_SELECTOR, '[data-mime-type="application/vnd.jupyter.error"]')
     save()
     _assert_unchanged(lab, "02_losses.md", "from JupyterLab after run all")
 
     open_by_double_click("intro.md")
-    no_kernel = wait.until(lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, ".jp-Dialog button")
-                                      if b.text == "No Kernel"], message="no kernel dialog for intro.md")
+    no_kernel = wait.until(
+        lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, ".jp-Dialog button") if b.text == "No Kernel"],
+        message="no kernel dialog for intro.md",
+    )
     no_kernel[0].click()
     save()
     _assert_unchanged(lab, "intro.md", "from JupyterLab")

@@ -96,8 +96,9 @@ def test_ease_memory_guard_refuses_before_allocating() -> None:
     with pytest.raises(MemoryError, match=r"needs \d+\.\d GiB .* only \d+\.\d GiB is available"):
         linear.EASE(l2=1.0).fit(huge)
     assert linear.ease_memory_bytes(1000) == 1000 * 1000 * 4 + 2 * 2048 * 1000 * 4
-    assert linear.ease_memory_bytes(1000, n_users=500) == (1000 * 1000 + 2 * 2048 * 1000 + 500 * 500
-                                                          + 2 * 2048 * 500) * 4
+    assert (
+        linear.ease_memory_bytes(1000, n_users=500) == (1000 * 1000 + 2 * 2048 * 1000 + 500 * 500 + 2 * 2048 * 500) * 4
+    )
     assert linear.ease_memory_bytes(1000, n_users=950) == linear.ease_memory_bytes(1000)  # the items' side
     linear.check_ease_memory(1000, available=10**8)
     with pytest.raises(MemoryError):
@@ -117,8 +118,9 @@ def test_ease_rejects_bad_input() -> None:
 # ------------------------------------------------------------------------------------------------ iALS
 
 
-def dense_ials_rows(matrix: np.ndarray, confidence: np.ndarray, fixed: np.ndarray, unobserved_weight: float,
-                    l2: float) -> np.ndarray:
+def dense_ials_rows(
+    matrix: np.ndarray, confidence: np.ndarray, fixed: np.ndarray, unobserved_weight: float, l2: float
+) -> np.ndarray:
     """Row u of argmin sum_j W_uj (x_uj - f_j.x)^2 + l2 |x|^2, W = confidence on observed, w0 elsewhere."""
     weight = np.where(matrix > 0, confidence, unobserved_weight)
     systems = np.einsum("jk,uj,jl->ukl", fixed, weight, fixed) + l2 * np.eye(fixed.shape[1])
@@ -135,11 +137,11 @@ def test_ials_half_step_equals_dense_weighted_least_squares() -> None:
     exact = linear.ials_solve(sp.csr_matrix(confidence), torch.from_numpy(fixed), 0.3, 0.7, solver="cholesky")
     np.testing.assert_allclose(exact.numpy(), reference, rtol=1e-10, atol=1e-12)
     # CG on k unknowns is exact after k steps in exact arithmetic; 3k steps in float64 reach round-off.
-    cg = linear.ials_solve(sp.csr_matrix(confidence), torch.from_numpy(fixed), 0.3, 0.7, solver="cg",
-                           cg_steps=18)
+    cg = linear.ials_solve(sp.csr_matrix(confidence), torch.from_numpy(fixed), 0.3, 0.7, solver="cg", cg_steps=18)
     np.testing.assert_allclose(cg.numpy(), reference, rtol=1e-8, atol=1e-10)
-    warm = linear.ials_solve(sp.csr_matrix(confidence), torch.from_numpy(fixed), 0.3, 0.7, solver="cg",
-                             initial=exact, cg_steps=1)
+    warm = linear.ials_solve(
+        sp.csr_matrix(confidence), torch.from_numpy(fixed), 0.3, 0.7, solver="cg", initial=exact, cg_steps=1
+    )
     np.testing.assert_allclose(warm.numpy(), reference, rtol=1e-8, atol=1e-10)
 
 
@@ -171,11 +173,11 @@ def test_ials_weights_callback_and_scores() -> None:
     train = sp.csr_matrix(matrix)
     seen = []
     by_alpha = linear.IALS(factors=4, alpha=2.0, iterations=3, solver="cholesky").fit(
-        train, callback=lambda iteration, model: seen.append((iteration, model.loss())))
+        train, callback=lambda iteration, model: seen.append((iteration, model.loss()))
+    )
     by_weights = linear.IALS(factors=4, alpha=0.0, iterations=3, solver="cholesky")
     by_weights.fit(train, weights=3.0 * train)
-    np.testing.assert_allclose(by_alpha.user_factors.numpy(), by_weights.user_factors.numpy(),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(by_alpha.user_factors.numpy(), by_weights.user_factors.numpy(), rtol=1e-4, atol=1e-6)
     assert [iteration for iteration, _ in seen] == [1, 2, 3]
     users = torch.tensor([0, 5, 5])
     expected = by_alpha.user_factors[users] @ by_alpha.item_factors.T
@@ -222,11 +224,17 @@ def test_debiased_ials_equals_plain_ials_with_mapped_weights(neg_weight: float, 
     for side in (matrix, matrix.T):  # users with items fixed, then items with users fixed
         fixed = rng.standard_normal((side.shape[1], 5))
         debiased = linear.solve_debiased_rows(side, fixed, neg_weight, tau_plus, l2=0.7)
-        plain = linear.ials_solve(sp.csr_matrix(side), torch.from_numpy(scale * fixed),
-                                  mapped["unobserved_weight"], mapped["l2"], solver="cholesky").numpy()
+        plain = linear.ials_solve(
+            sp.csr_matrix(side),
+            torch.from_numpy(scale * fixed),
+            mapped["unobserved_weight"],
+            mapped["l2"],
+            solver="cholesky",
+        ).numpy()
         np.testing.assert_allclose(plain, scale * debiased, rtol=1e-10, atol=1e-13)
-        np.testing.assert_allclose(debiased @ fixed.T, mapped["score_scale"] * (plain @ (scale * fixed).T),
-                                   rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(
+            debiased @ fixed.T, mapped["score_scale"] * (plain @ (scale * fixed).T), rtol=1e-10, atol=1e-13
+        )
 
 
 def test_debiased_mse_with_row_negatives_is_biased_mse_with_mapped_weight() -> None:
@@ -237,8 +245,7 @@ def test_debiased_mse_with_row_negatives_is_biased_mse_with_mapped_weight() -> N
     scale = 1 / (1 - mapped["correction"])
     fixed = np.random.default_rng(12).standard_normal((30, 4))
     debiased = linear.solve_debiased_rows(matrix, fixed, neg_weight, tau_plus, l2, negatives="rows")
-    biased = linear.solve_debiased_rows(matrix, fixed, mapped["neg_weight_plain"], 0.0, l2 * scale,
-                                        negatives="rows")
+    biased = linear.solve_debiased_rows(matrix, fixed, mapped["neg_weight_plain"], 0.0, l2 * scale, negatives="rows")
     np.testing.assert_allclose(debiased, scale * biased, rtol=1e-10, atol=1e-13)
 
 
@@ -264,7 +271,8 @@ def test_debiased_weights_identities() -> None:
     biased = linear.debiased_weights(mapped["neg_weight_plain"], 0.0, density, l2=1.0)
     assert biased["unobserved_weight"] == pytest.approx(mapped["unobserved_weight"], rel=1e-12)
     assert linear.debiased_weights(neg_weight, 0.0, density, 1.0)["unobserved_weight"] == pytest.approx(
-        neg_weight * density / (1 + neg_weight * density))
+        neg_weight * density / (1 + neg_weight * density)
+    )
     with pytest.raises(ValueError, match="unbounded below"):
         linear.debiased_weights(10.0, 0.5, 0.01, 1.0)
     with pytest.raises(ValueError, match=r"tau_plus=1.0: must lie in \[0, 1\)"):
@@ -327,8 +335,11 @@ def test_non_finite_input_matrices_are_named_with_their_count(bad: float) -> Non
 def test_diverged_ials_sweep_raises_floating_point_error() -> None:
     train = sp.csr_matrix(random_binary(10, 8, 0.3, seed=7))
     # Finite but absurd confidences overflow float32 in the CG solves: NaN factors, no longer silent.
-    with pytest.raises(FloatingPointError, match=r"^iALS sweep 1: \d+ user and \d+ item factor values are NaN or "
-                                                 r"inf; .*use a larger l2 \(now 3\.0\)"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"^iALS sweep 1: \d+ user and \d+ item factor values are NaN or "
+        r"inf; .*use a larger l2 \(now 3\.0\)",
+    ):
         linear.IALS(factors=3, iterations=2, solver="cg").fit(train, weights=train * 3e38)
     model = linear.IALS(factors=3, solver="cg").start(train).fit_iteration().fit_iteration()
     assert torch.isfinite(model.user_factors).all()

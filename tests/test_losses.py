@@ -175,9 +175,7 @@ def test_softmax_log_q_correction_matches_naive_formula() -> None:
     # The spec's own form: -(a - lq+) + logsumexp(a - lq+, b - lq), written out once more.
     logits = torch.cat([(pos / 0.5 - log_q_pos)[:, None], neg / 0.5 - log_q_neg], dim=1)
     spec_form = -logits[:, 0] + torch.logsumexp(logits, dim=1)
-    got = losses.make("softmax", tau=0.5)(
-        pos, neg, reduction="none", log_q_pos=log_q_pos, log_q_neg=log_q_neg
-    )
+    got = losses.make("softmax", tau=0.5)(pos, neg, reduction="none", log_q_pos=log_q_pos, log_q_neg=log_q_neg)
     torch.testing.assert_close(got, spec_form)
 
 
@@ -189,9 +187,9 @@ def test_hand_computed_values() -> None:
     assert rows("mine", pos, neg).item() == pytest.approx(0.0)
     assert rows("dcl", pos, neg).item() == pytest.approx(math.log(3.0))
     assert rows("mse", pos, neg, neg_weight=2.0).item() == pytest.approx(1.0)
-    assert rows(
-        "ccl", torch.tensor([0.5]), torch.tensor([[0.9, 0.1]]), margin=0.5, neg_weight=2.0
-    ).item() == (pytest.approx(0.5 + 2.0 * 0.2))
+    assert rows("ccl", torch.tensor([0.5]), torch.tensor([[0.9, 0.1]]), margin=0.5, neg_weight=2.0).item() == (
+        pytest.approx(0.5 + 2.0 * 0.2)
+    )
 
 
 # ---------------------------------------------------------------- identities of the spec
@@ -204,9 +202,7 @@ def test_spec_identities(tau_plus: float) -> None:
     tau, lam = 0.3, 1.25
     infonce = rows("infonce", pos, neg, tau=tau, tau_plus=tau_plus)
     mine = rows("mine", pos, neg, tau=tau, tau_plus=tau_plus)
-    torch.testing.assert_close(
-        rows("infonce+", pos, neg, tau=tau, eps=1.0, lam=1.0, tau_plus=tau_plus), infonce
-    )
+    torch.testing.assert_close(rows("infonce+", pos, neg, tau=tau, eps=1.0, lam=1.0, tau_plus=tau_plus), infonce)
     torch.testing.assert_close(rows("dcl", pos, neg, tau=tau, tau_plus=tau_plus), mine + log_n)
     torch.testing.assert_close(
         rows("infonce+", pos, neg, tau=tau, eps=0.0, lam=lam, tau_plus=tau_plus),
@@ -309,9 +305,7 @@ EXTREME_NEG = [
 @pytest.mark.parametrize("name", ALL_NAMES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tau_plus", [0.0, 0.5, 0.99])
-def test_extreme_scores_give_finite_values_and_gradients(
-    name: str, dtype: torch.dtype, tau_plus: float
-) -> None:
+def test_extreme_scores_give_finite_values_and_gradients(name: str, dtype: torch.dtype, tau_plus: float) -> None:
     if name.startswith("debiased-") and tau_plus == 0.0:
         tau_plus = 0.1
     params = {"tau": 0.01} if "tau" in losses.defaults(name) else {}
@@ -363,8 +357,7 @@ def test_softmax_log_q_in_half_precision() -> None:
     log_q_pos, log_q_neg = torch.full_like(pos, -3.0), torch.full_like(neg, -5.0)
     fn = losses.make("softmax", tau=0.05)
     values = fn(pos, neg, reduction="none", log_q_pos=log_q_pos, log_q_neg=log_q_neg)
-    expected = fn(pos.float(), neg.float(), reduction="none", log_q_pos=log_q_pos.float(),
-                  log_q_neg=log_q_neg.float())
+    expected = fn(pos.float(), neg.float(), reduction="none", log_q_pos=log_q_pos.float(), log_q_neg=log_q_neg.float())
     assert values.dtype == torch.float32 and torch.isfinite(values).all()
     torch.testing.assert_close(values, expected)
 
@@ -377,9 +370,7 @@ def test_non_finite_scores_name_the_tensor_and_count(name: str, bad: float) -> N
     neg[1, 3] = neg[5, 0] = neg[7, 255] = bad
     with pytest.raises(ValueError) as error:
         fn(pos, neg)
-    assert str(error.value) == (
-        f"loss {name!r}: neg holds 3 non-finite entries (NaN or inf) of 2048 (shape (8, 256))"
-    )
+    assert str(error.value) == (f"loss {name!r}: neg holds 3 non-finite entries (NaN or inf) of 2048 (shape (8, 256))")
     pos[2] = bad
     with pytest.raises(ValueError, match=rf"^loss {re.escape(repr(name))}: pos holds 1 non-finite entries .* of 8"):
         fn(pos, torch.zeros(8, 256, dtype=torch.float32))
@@ -417,9 +408,7 @@ shapes = st.tuples(st.integers(1, 5), st.integers(1, 7))
 def score_batches(draw, values=score_values):
     batch, num = draw(shapes)
     pos = torch.tensor(draw(st.lists(values, min_size=batch, max_size=batch)), dtype=torch.float64)
-    neg = torch.tensor(
-        draw(st.lists(values, min_size=batch * num, max_size=batch * num)), dtype=torch.float64
-    )
+    neg = torch.tensor(draw(st.lists(values, min_size=batch * num, max_size=batch * num)), dtype=torch.float64)
     return pos, neg.view(batch, num)
 
 
@@ -437,9 +426,7 @@ def test_property_matches_naive_formula_and_reductions(scores, name, tau, tau_pl
     params = params_for(name, tau_plus, **({"tau": tau} if "tau" in losses.defaults(name) else {}))
     fn = losses.make(name, **params)
     per_row = fn(pos, neg, reduction="none")
-    np.testing.assert_allclose(
-        per_row.numpy(), naive_row_losses(name, params, pos, neg), rtol=1e-9, atol=1e-9
-    )
+    np.testing.assert_allclose(per_row.numpy(), naive_row_losses(name, params, pos, neg), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(fn(pos, neg), per_row.mean())
     torch.testing.assert_close(fn(pos, neg, reduction="sum"), per_row.sum())
     permuted = neg[:, torch.randperm(neg.shape[1], generator=torch.Generator().manual_seed(0))]
@@ -511,9 +498,7 @@ def test_unknown_parameter_lists_the_parameters() -> None:
         ("softmax", "tau", math.nan, "(0, inf)"),
     ],
 )
-def test_out_of_range_names_parameter_value_and_range(
-    name: str, param: str, value: float, allowed: str
-) -> None:
+def test_out_of_range_names_parameter_value_and_range(name: str, param: str, value: float, allowed: str) -> None:
     with pytest.raises(ValueError) as info:
         losses.make(name, **{param: value})
     message = str(info.value)

@@ -96,9 +96,7 @@ def test_lists_equal_csr() -> None:
     assert from_lists == from_csr
 
 
-def reference(
-    scores: np.ndarray, test: list[list[int]], exclude: list[list[int]], k: int
-) -> dict[str, float]:
+def reference(scores: np.ndarray, test: list[list[int]], exclude: list[list[int]], k: int) -> dict[str, float]:
     """Brute force: sort each row, drop excluded items, read the metrics off the ranked list."""
     sums = dict.fromkeys(metrics.METRICS, 0.0)
     evaluated = 0
@@ -155,9 +153,7 @@ def test_evaluate_batches_agree_with_one_matrix() -> None:
         return user_factors[users] @ item_factors.T
 
     users = np.flatnonzero(test.getnnz(axis=1))
-    whole = metrics.topk_metrics(
-        score_fn(torch.from_numpy(users)), test[users], ks=(5, 20), exclude=train[users]
-    )
+    whole = metrics.topk_metrics(score_fn(torch.from_numpy(users)), test[users], ks=(5, 20), exclude=train[users])
     for batch_size in (1, 7, 1000):
         batched = metrics.evaluate(score_fn, train, test, ks=(5, 20), batch_size=batch_size)
         assert batched.keys() == whole.keys()
@@ -208,9 +204,7 @@ def loo_example() -> tuple[sp.csr_matrix, sp.csr_matrix, torch.Tensor]:
 
 def test_leave_one_out_full_ranking_by_hand() -> None:
     train, test, scores = loo_example()
-    result = metrics.leave_one_out_metrics(
-        lambda users: scores[users], train, test, ks=(2, 3), num_candidates=None
-    )
+    result = metrics.leave_one_out_metrics(lambda users: scores[users], train, test, ks=(2, 3), num_candidates=None)
     # Item 3 has rank 2 (0-based) among items 1..5: hr@2 = 0, hr@3 = 1, ndcg@3 = 1 / log2(2 + 2) = 0.5.
     assert result == {"hr@2": 0.0, "ndcg@2": 0.0, "hr@3": 1.0, "ndcg@3": pytest.approx(0.5)}
 
@@ -245,17 +239,12 @@ def test_leave_one_out_sampled_matches_brute_force() -> None:
     rng = np.random.default_rng(3)
     n_users, n_items = 30, 200
     train, _ = random_split(3, n_users, n_items)
-    test_items = [
-        int(rng.choice(np.setdiff1d(np.arange(n_items), train[user].indices))) for user in range(n_users)
-    ]
+    test_items = [int(rng.choice(np.setdiff1d(np.arange(n_items), train[user].indices))) for user in range(n_users)]
     test = csr([[item] for item in test_items], n_items)
     scores = torch.from_numpy(np.stack([rng.permutation(n_items) for _ in range(n_users)]).astype(np.float32))
     result = metrics.leave_one_out_metrics(lambda users: scores[users], train, test, ks=(5, 10), seed=7)
     candidates, _ = metrics.sample_candidates(train, test, np.arange(n_users), 100, seed=7)
-    ranks = [
-        int((scores[user, candidates[user]] > scores[user, test_items[user]]).sum())
-        for user in range(n_users)
-    ]
+    ranks = [int((scores[user, candidates[user]] > scores[user, test_items[user]]).sum()) for user in range(n_users)]
     for k in (5, 10):
         assert result[f"hr@{k}"] == pytest.approx(np.mean([rank < k for rank in ranks]))
         expected_ndcg = np.mean([1 / math.log2(rank + 2) if rank < k else 0.0 for rank in ranks])
@@ -328,8 +317,9 @@ def test_evaluate_and_leave_one_out_name_the_user_of_the_batch(bad: float) -> No
     loo_scores[0, 5] = bad
     for num_candidates in (None, 3):
         with pytest.raises(ValueError, match=r"batch of 1 users hold 1 non-finite entries .* user 0, item 5"):
-            metrics.leave_one_out_metrics(lambda batch: loo_scores[batch], loo_train, loo_test,
-                                          ks=(2,), num_candidates=num_candidates)
+            metrics.leave_one_out_metrics(
+                lambda batch: loo_scores[batch], loo_train, loo_test, ks=(2,), num_candidates=num_candidates
+            )
 
 
 def test_training_items_are_still_masked_internally() -> None:

@@ -29,12 +29,15 @@ def _weights_after(toy, monkeypatch, switch: str, threads: int = 1, epochs: int 
     return trainable.model.weight.detach().clone(), losses
 
 
-@pytest.mark.parametrize(("similarity", "negatives", "loss"), [
-    ("dot", 1, "bpr"),  # kernels.batch_scores straight from the table
-    ("dot", 20, "mine+"),  # the grouped layout
-    ("cosine", 1, "bpr"),  # grouped, with the compiled normalisation
-    ("cosine", 40, "infonce"),
-])
+@pytest.mark.parametrize(
+    ("similarity", "negatives", "loss"),
+    [
+        ("dot", 1, "bpr"),  # kernels.batch_scores straight from the table
+        ("dot", 20, "mine+"),  # the grouped layout
+        ("cosine", 1, "bpr"),  # grouped, with the compiled normalisation
+        ("cosine", 40, "infonce"),
+    ],
+)
 def test_kernel_training_step_equals_pytorch(toy, monkeypatch, compiled, similarity, negatives, loss) -> None:
     settings = {"similarity": similarity, "num_negatives": negatives, "loss": loss}
     fast, fast_losses = _weights_after(toy, monkeypatch, "1", **settings)

@@ -37,8 +37,19 @@ def _figure() -> Figure:
     return fig
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, False), ("1", True), ("true", True), (" TRUE ", True),
-                                                 ("0", False), ("false", False), ("", False), (" 0\n", False)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, False),
+        ("1", True),
+        ("true", True),
+        (" TRUE ", True),
+        ("0", False),
+        ("false", False),
+        ("", False),
+        (" 0\n", False),
+    ],
+)
 def test_fast_mode_reads_recloss_fast(monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool) -> None:
     if value is None:
         monkeypatch.delenv("RECLOSS_FAST", raising=False)
@@ -54,8 +65,9 @@ def test_fast_mode_refuses_other_values(monkeypatch: pytest.MonkeyPatch, value: 
         notebook.fast_mode()
 
 
-def test_records_dir_is_the_environment_variable_else_the_book_build(monkeypatch: pytest.MonkeyPatch,
-                                                                     tmp_path: Path) -> None:
+def test_records_dir_is_the_environment_variable_else_the_book_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("RECLOSS_RECORDS", raising=False)
     assert notebook.records_dir() == REPO_ROOT / "book" / "_build" / "records"
     monkeypatch.setenv("RECLOSS_RECORDS", str(tmp_path / "elsewhere"))
@@ -63,8 +75,9 @@ def test_records_dir_is_the_environment_variable_else_the_book_build(monkeypatch
     assert not (tmp_path / "elsewhere").exists()  # only asking creates nothing
 
 
-def test_figures_dir_keeps_a_fast_build_away_from_the_committed_figures(monkeypatch: pytest.MonkeyPatch,
-                                                                        tmp_path: Path) -> None:
+def test_figures_dir_keeps_a_fast_build_away_from_the_committed_figures(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("RECLOSS_RECORDS", raising=False)
     monkeypatch.setenv("RECLOSS_FAST", "0")
     assert notebook.figures_dir() == REPO_ROOT / "figures"
@@ -134,8 +147,13 @@ def test_record_replaces_the_previous_record_of_the_chapter(build: Path) -> None
 
 def test_record_refuses_a_value_json_cannot_hold_and_keeps_the_last_good_record(build: Path) -> None:
     notebook.record("07_training", recall=0.2)
-    for bad in ({"model": object()}, {"precision": float("nan")}, {"ratio": np.float64("inf")}, {"curve": [0.1]},
-                {"missing": None}):
+    for bad in (
+        {"model": object()},
+        {"precision": float("nan")},
+        {"ratio": np.float64("inf")},
+        {"curve": [0.1]},
+        {"missing": None},
+    ):
         with pytest.raises(ValueError, match=rf"record\('07_training'\): {next(iter(bad))}=.* is not a str, bool"):
             notebook.record("07_training", recall=0.3, **bad)
     folder = build / "records"

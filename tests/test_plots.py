@@ -44,8 +44,9 @@ def _reference(name: str, pos: np.ndarray, neg: np.ndarray, params: dict[str, fl
         "mine+": lambda: theory.mine(pos, neg, tau, lam=params["lam"]),
         "bpr": lambda: theory.bpr(pos, neg, tau),
         "mse": lambda: (pos - 1.0) ** 2 + params.get("neg_weight", 1.0) * np.mean(neg**2, axis=1),
-        "ccl": lambda: np.maximum(0.0, 1.0 - pos)
-        + params["neg_weight"] * np.mean(np.maximum(0.0, neg - params["margin"]), axis=1),
+        "ccl": lambda: (
+            np.maximum(0.0, 1.0 - pos) + params["neg_weight"] * np.mean(np.maximum(0.0, neg - params["margin"]), axis=1)
+        ),
     }
     return formulas[name]()
 
@@ -53,8 +54,16 @@ def _reference(name: str, pos: np.ndarray, neg: np.ndarray, params: dict[str, fl
 def _expected_params(name: str) -> dict[str, float]:
     """What chapter 02 says each panel gets: the exp family its temperature (and eps / lam where it has them), CCL
     its margin and weight, BPR and MSE nothing (library defaults: tau 1, weight 1)."""
-    keys = {"infonce": ("tau",), "dcl": ("tau",), "mine": ("tau",), "mine+": ("tau", "lam"),
-            "infonce+": ("tau", "eps", "lam"), "ccl": ("margin", "neg_weight"), "bpr": (), "mse": ()}[name]
+    keys = {
+        "infonce": ("tau",),
+        "dcl": ("tau",),
+        "mine": ("tau",),
+        "mine+": ("tau", "lam"),
+        "infonce+": ("tau", "eps", "lam"),
+        "ccl": ("margin", "neg_weight"),
+        "bpr": (),
+        "mse": (),
+    }[name]
     return {key: PARAMS[key] for key in keys}
 
 
@@ -80,8 +89,9 @@ def _legend(ax) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("count", "cols", "rows", "used_cols"), [(8, 4, 2, 4), (5, 3, 2, 3), (2, 4, 1, 2),
-                                                                  (1, 1, 1, 1), (0, 3, 1, 1)])
+@pytest.mark.parametrize(
+    ("count", "cols", "rows", "used_cols"), [(8, 4, 2, 4), (5, 3, 2, 3), (2, 4, 1, 2), (1, 1, 1, 1), (0, 3, 1, 1)]
+)
 def test_figure_grid_gives_rows_of_at_most_cols_panels(count: int, cols: int, rows: int, used_cols: int) -> None:
     fig, axes = plots.figure_grid(count, cols, width=2.0, height=1.5)
     assert isinstance(fig, Figure) and axes.ndim == 1
@@ -276,8 +286,9 @@ def test_gradient_curve_data_equals_finite_differences_of_the_float64_losses() -
         smooth = np.abs(GRID - params.get("margin", 10.0)) > 2 * h  # CCL's kink at its margin
         scale = np.abs(numeric).max()
         assert curve["gradient"].shape == GRID.shape
-        np.testing.assert_allclose(curve["gradient"][smooth], numeric[smooth], rtol=1e-6, atol=1e-7 * scale,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            curve["gradient"][smooth], numeric[smooth], rtol=1e-6, atol=1e-7 * scale, err_msg=name
+        )
 
 
 def test_gradients_mine_hard_negatives_only_in_the_softmax_family() -> None:
@@ -399,8 +410,11 @@ def test_false_negative_data_measures_the_exact_rates_on_the_toy_split(toy) -> N
         assert hits.shape == (len(users),) and np.allclose(hits, np.round(hits))  # fractions of the draws
         assert result[f"mean_{key}"] == pytest.approx(float(np.mean(result[key])))
     # The measured means agree with the exact expectations within 5 standard errors of all draws.
-    pairs = (("train_hits", n_train / toy.n_items), ("test_hits", n_test / toy.n_items),
-             ("exclude_test_hits", result["expected_exclude"]))
+    pairs = (
+        ("train_hits", n_train / toy.n_items),
+        ("test_hits", n_test / toy.n_items),
+        ("exclude_test_hits", result["expected_exclude"]),
+    )
     for key, expected in pairs:
         p = float(np.mean(expected))
         assert abs(result[f"mean_{key}"] - p) < 5 * math.sqrt(p * (1 - p) / (len(users) * draws)), key
@@ -409,8 +423,10 @@ def test_false_negative_data_measures_the_exact_rates_on_the_toy_split(toy) -> N
 
 
 def test_false_negative_rates_draw_one_histogram_per_data_set(toy) -> None:
-    measured = {"toy": plots.false_negative_data(toy.train, toy.test, num_draws=20),
-                "toy again": plots.false_negative_data(toy.train, toy.test, num_draws=20, seed=5)}
+    measured = {
+        "toy": plots.false_negative_data(toy.train, toy.test, num_draws=20),
+        "toy again": plots.false_negative_data(toy.train, toy.test, num_draws=20, seed=5),
+    }
     fig = plots.false_negative_rates(measured)
     assert [ax.get_title() for ax in fig.axes] == ["toy", "toy again"]
     for ax, data in zip(fig.axes, measured.values(), strict=True):

@@ -86,4 +86,3 @@ def test_linear_presets_build_a_config_and_their_model(model: str) -> None:
     built = BUILDERS[model](params)  # the constructor checks the values' ranges
     for name, value in params.items():
         assert getattr(built, name) == value, name
-

@@ -31,16 +31,19 @@ def test_plan_covers_every_loss_with_published_settings(dataset):
     for name in ("mf-ccl", "mf-debiased-ccl"):
         config = runs[name].config
         assert (config.lr, config.batch_size, config.num_negatives) == (
-            reproduce.CPU_STEP["lr"], reproduce.CPU_STEP["batch_size"], published["num_negatives"])
+            reproduce.CPU_STEP["lr"],
+            reproduce.CPU_STEP["batch_size"],
+            published["num_negatives"],
+        )
         assert config.max_seconds == reproduce.BUDGET_SECONDS
         assert (config.similarity, config.sampler, config.dim) == ("cosine", "uniform", 64)
         debiased = {"tau_plus": reproduce.TAU_PLUS_LARGE} if name == "mf-debiased-ccl" else {}
-        assert config.loss_params == {"margin": published["margin"], "neg_weight": published["neg_weight"],
-                                      **debiased}
+        assert config.loss_params == {"margin": published["margin"], "neg_weight": published["neg_weight"], **debiased}
     t1, t2 = reproduce.BSL[dataset]
     assert runs["mf-mine+"].config.loss_params == {"tau": t1, "lam": t2}
-    assert runs["ease"].config.model_params == {"l2": {"gowalla": 80.0, "yelp2018": 300.0,
-                                                       "amazon-book": 50.0}[dataset]}
+    assert runs["ease"].config.model_params == {
+        "l2": {"gowalla": 80.0, "yelp2018": 300.0, "amazon-book": 50.0}[dataset]
+    }
     assert runs["ease"].loss is None and runs["ials"].config.dim == 64
     for run in runs.values():  # the command line rebuilds exactly this configuration
         args = cli.build_parser().parse_args(shlex.split(run.command)[1:])
@@ -50,14 +53,20 @@ def test_plan_covers_every_loss_with_published_settings(dataset):
 def test_sweep_plan_and_the_chosen_tau_plus(capsys):
     runs = reproduce.sweep_plan("gowalla")
     assert [(run.loss, run.config.loss_params["tau_plus"]) for run in runs if run.loss != "mse"] == [
-        (loss, value) for loss in reproduce.SWEEP_LOSSES for value in reproduce.TAU_PLUS_SWEEP]
+        (loss, value) for loss in reproduce.SWEEP_LOSSES for value in reproduce.TAU_PLUS_SWEEP
+    ]
     assert [run.config.loss_params["neg_weight"] for run in runs if run.loss == "mse"] == list(
-        reproduce.MSE_NEG_WEIGHT_SWEEP)
+        reproduce.MSE_NEG_WEIGHT_SWEEP
+    )
     assert all(run.config.max_seconds == reproduce.SWEEP_SECONDS for run in runs)
     assert runs[0].config == dataclasses.replace(
-        reproduce.config_for("gowalla", "debiased-mine+"), max_seconds=reproduce.SWEEP_SECONDS,
-        loss_params={**reproduce.config_for("gowalla", "debiased-mine+").loss_params,
-                     "tau_plus": reproduce.TAU_PLUS_SWEEP[0]})
+        reproduce.config_for("gowalla", "debiased-mine+"),
+        max_seconds=reproduce.SWEEP_SECONDS,
+        loss_params={
+            **reproduce.config_for("gowalla", "debiased-mine+").loss_params,
+            "tau_plus": reproduce.TAU_PLUS_SWEEP[0],
+        },
+    )
     for name in ("gowalla", "yelp2018"):  # every debiased loss of the table takes the chosen value
         for run in reproduce.plan(name):
             if run.loss and run.loss.startswith("debiased-"):
@@ -75,12 +84,18 @@ def test_sweep_plan_and_the_chosen_tau_plus(capsys):
     # TAU_PLUS_LARGE is what the stored sweep selects on validation, for every swept loss
     stored = results.load_results("gowalla", root=results.SWEEPS_DIR)
     for loss in reproduce.SWEEP_LOSSES:
-        swept = {losses.make(loss, **r["params"]["loss_params"]).params["tau_plus"]: r["valid_metrics"]["recall@20"]
-                 for r in stored if r["loss"] == loss}
+        swept = {
+            losses.make(loss, **r["params"]["loss_params"]).params["tau_plus"]: r["valid_metrics"]["recall@20"]
+            for r in stored
+            if r["loss"] == loss
+        }
         assert set(swept) >= set(reproduce.TAU_PLUS_SWEEP), (loss, swept)
         assert max(swept, key=swept.get) == reproduce.TAU_PLUS_LARGE, (loss, swept)
-    weights = {losses.make("mse", **r["params"]["loss_params"]).params["neg_weight"]: r["valid_metrics"]["recall@20"]
-               for r in stored if r["loss"] == "mse"}
+    weights = {
+        losses.make("mse", **r["params"]["loss_params"]).params["neg_weight"]: r["valid_metrics"]["recall@20"]
+        for r in stored
+        if r["loss"] == "mse"
+    }
     assert set(weights) == {1.0, *reproduce.MSE_NEG_WEIGHT_SWEEP}
     assert max(weights, key=weights.get) == reproduce.MSE_NEG_WEIGHT
     for name in ("mf-mse", "mf-debiased-mse"):

@@ -10,10 +10,20 @@ from recloss_lite.experiments import results
 
 
 def _result(**changes: object) -> dict:
-    base = {"dataset": "gowalla", "model": "mf", "loss": "ccl", "params": {"lr": 1e-4},
-            "metrics": {"recall@20": 0.18, "ndcg@20": 0.15, "hr@20": 0.6}, "best_epoch": 40, "epochs": 50,
-            "seconds": 12.5, "command": "recloss-lite train --dataset gowalla --loss ccl", "commit": "abc",
-            "created": "2024-01-01T00:00:00+00:00", "history": [{"epoch": 1}]}
+    base = {
+        "dataset": "gowalla",
+        "model": "mf",
+        "loss": "ccl",
+        "params": {"lr": 1e-4},
+        "metrics": {"recall@20": 0.18, "ndcg@20": 0.15, "hr@20": 0.6},
+        "best_epoch": 40,
+        "epochs": 50,
+        "seconds": 12.5,
+        "command": "recloss-lite train --dataset gowalla --loss ccl",
+        "commit": "abc",
+        "created": "2024-01-01T00:00:00+00:00",
+        "history": [{"epoch": 1}],
+    }
     return {**base, **changes}
 
 
@@ -28,8 +38,9 @@ def test_result_file_round_trip(tmp_path):
     assert set(record) == set(results.FIELDS) | {"history"}  # the optional history is kept, for learning curves
     assert record["metrics"] == {"recall@20": 0.18, "ndcg@20": 0.15}
     assert results.load_results("yelp2018", root=tmp_path) == []
-    swept = results.record_result(_result(valid_metrics={"recall@20": 0.2}, stop_reason="time budget"), "tp",
-                                  root=tmp_path)
+    swept = results.record_result(
+        _result(valid_metrics={"recall@20": 0.2}, stop_reason="time budget"), "tp", root=tmp_path
+    )
     assert json.loads(swept.read_text())["valid_metrics"] == {"recall@20": 0.2}  # optional fields are kept
 
 
@@ -50,10 +61,14 @@ def test_published_table_and_comparison(tmp_path):
     results.record_result(_result(model="ease", loss=None), root=tmp_path)
     # A tagged run of the same loss (a tuned recipe, a seed) is not the plan's row, whatever the file order.
     results.record_result(_result(metrics={"recall@20": 0.5, "ndcg@20": 0.5}), tag="tuned", root=tmp_path)
-    results.record_result(_result(loss="mine+", metrics={"recall@20": 0.5, "ndcg@20": 0.5}), tag="tuned-seed1",
-                          root=tmp_path)
-    rows = results.comparison("gowalla", [("mf", "ccl", "c1"), ("mf", "bpr", "c2"), ("mf", "mine+", "c3"),
-                                          ("ease", None, "c4")], root=tmp_path)
+    results.record_result(
+        _result(loss="mine+", metrics={"recall@20": 0.5, "ndcg@20": 0.5}), tag="tuned-seed1", root=tmp_path
+    )
+    rows = results.comparison(
+        "gowalla",
+        [("mf", "ccl", "c1"), ("mf", "bpr", "c2"), ("mf", "mine+", "c3"), ("ease", None, "c4")],
+        root=tmp_path,
+    )
     assert rows[3]["difference"]["ndcg@20"] == pytest.approx(0.15 - 0.1467)
     assert rows[0]["difference"]["recall@20"] == pytest.approx(0.18 - 0.1837)
     assert rows[1]["metrics"] is None and rows[1]["published"]["recall@20"] == 0.1627

@@ -69,14 +69,17 @@ def test_same_generator_seed_same_draws() -> None:
     assert torch.equal(first, second)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"kind": "nearest"}, "sampler='nearest'"),
-    ({"num_negatives": 0}, "num_negatives=0"),
-    ({"kind": "uniform-exclude", "shared": True}, "per-row"),
-    ({"kind": "popularity", "alpha": 3.0}, "alpha=3.0"),
-    ({"kind": "dns", "shared": True}, "sampler='dns' picks each row's negatives"),
-    ({"kind": "dns", "candidates": 0}, "candidates=0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "nearest"}, "sampler='nearest'"),
+        ({"num_negatives": 0}, "num_negatives=0"),
+        ({"kind": "uniform-exclude", "shared": True}, "per-row"),
+        ({"kind": "popularity", "alpha": 3.0}, "alpha=3.0"),
+        ({"kind": "dns", "shared": True}, "sampler='dns' picks each row's negatives"),
+        ({"kind": "dns", "candidates": 0}, "candidates=0"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         NegativeSampler(TRAIN, **kwargs)
@@ -108,8 +111,11 @@ def test_dns_draws_harder_negatives_than_uniform(ml100k) -> None:
     users = torch.arange(200)
     items = torch.zeros(200, dtype=torch.int64)
     generator = torch.Generator().manual_seed(1)
-    hard = NegativeSampler(ml100k.train, "dns", num_negatives=8, candidates=8).sample(
-        users, items, generator, scorer=model.row_scores).items
+    hard = (
+        NegativeSampler(ml100k.train, "dns", num_negatives=8, candidates=8)
+        .sample(users, items, generator, scorer=model.row_scores)
+        .items
+    )
     easy = NegativeSampler(ml100k.train, "uniform", num_negatives=8).sample(users, items, generator).items
     above = model.row_scores(users, hard) > model.row_scores(users, easy).median()
     assert above.float().mean() > 0.97

@@ -40,8 +40,17 @@ def _swapped(claim: theory.Claim) -> theory.Claim:
     return dataclasses.replace(claim, name=f"not_{claim.name}", lhs=claim.rhs, rhs=claim.lhs)
 
 
-@pytest.mark.parametrize("name", ["infonce_le_bpr", "bpr_le_n_infonce", "infonce_ge_mine", "donsker_varadhan",
-                                  "infonce_mi_bound", "log_mean_exp_bias"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "infonce_le_bpr",
+        "bpr_le_n_infonce",
+        "infonce_ge_mine",
+        "donsker_varadhan",
+        "infonce_mi_bound",
+        "log_mean_exp_bias",
+    ],
+)
 def test_false_claim_is_caught(name):
     """The reversed inequality (e.g. BPR <= InfoNCE) fails the numeric check with a clearly negative margin."""
     ok, margin = _swapped(CLAIMS[name]).numeric_check(np.random.default_rng(2), n_trials=100)
@@ -89,10 +98,16 @@ def _scores(rows: int = 64, negatives: int = 16, seed: int = 0):
         (lambda p, n: theory.infonce(p, n, 0.2), "infonce", {"tau": 0.2}),
         (lambda p, n: theory.mine(p, n, 0.2), "mine", {"tau": 0.2}),
         (lambda p, n: theory.mine(p, n, 0.2, lam=1.3), "mine+", {"tau": 0.2, "lam": 1.3}),
-        (lambda p, n: theory.infonce_plus(p, n, 0.2, eps=0.5, lam=1.3), "infonce+", {"tau": 0.2, "eps": 0.5,
-                                                                                      "lam": 1.3}),
-        (lambda p, n: theory.infonce_plus(p, n, 0.2, eps=0.0, lam=1.3), "infonce+", {"tau": 0.2, "eps": 0.0,
-                                                                                      "lam": 1.3}),
+        (
+            lambda p, n: theory.infonce_plus(p, n, 0.2, eps=0.5, lam=1.3),
+            "infonce+",
+            {"tau": 0.2, "eps": 0.5, "lam": 1.3},
+        ),
+        (
+            lambda p, n: theory.infonce_plus(p, n, 0.2, eps=0.0, lam=1.3),
+            "infonce+",
+            {"tau": 0.2, "eps": 0.0, "lam": 1.3},
+        ),
         (lambda p, n: theory.bpr(p, n, 0.7), "bpr", {"tau": 0.7}),
     ],
 )
@@ -140,8 +155,8 @@ def test_donsker_varadhan_is_tight_at_the_optimal_critic():
 
 
 @pytest.mark.parametrize(
-    "steps", [theory.gradient_steps, theory.ials_steps, theory.ease_steps, theory.debiased_mse_steps,
-              theory.debiasing_steps]
+    "steps",
+    [theory.gradient_steps, theory.ials_steps, theory.ease_steps, theory.debiased_mse_steps, theory.debiasing_steps],
 )
 def test_derivation_steps_are_verified(steps):
     assert [step.verdict() for step in steps()] == [True] * len(steps())
@@ -150,14 +165,19 @@ def test_derivation_steps_are_verified(steps):
 def test_gradient_formulas_match_autograd():
     rng = np.random.default_rng(4)
     pos, neg = rng.uniform(-1, 1, 32), rng.uniform(-1, 1, (32, 3))
-    params = {"infonce": {"tau": 0.3}, "infonce+": {"tau": 0.3, "eps": 0.4, "lam": 1.2},
-              "mine+": {"tau": 0.3, "lam": 0.8}, "bpr": {"tau": 0.5}, "mse": {"neg_weight": 3.0},
-              "ccl": {"margin": 0.2, "neg_weight": 7.0}}
+    params = {
+        "infonce": {"tau": 0.3},
+        "infonce+": {"tau": 0.3, "eps": 0.4, "lam": 1.2},
+        "mine+": {"tau": 0.3, "lam": 0.8},
+        "bpr": {"tau": 0.5},
+        "mse": {"neg_weight": 3.0},
+        "ccl": {"margin": 0.2, "neg_weight": 7.0},
+    }
     for row in theory.gradient_table():
-        autograd = losses.negative_gradients(row.name, torch.from_numpy(pos), torch.from_numpy(neg),
-                                             **params[row.name])
-        np.testing.assert_allclose(row.negative_gradient(pos, neg, **params[row.name]), autograd[:, 0].numpy(),
-                                   rtol=1e-10, atol=1e-12)
+        autograd = losses.negative_gradients(row.name, torch.from_numpy(pos), torch.from_numpy(neg), **params[row.name])
+        np.testing.assert_allclose(
+            row.negative_gradient(pos, neg, **params[row.name]), autograd[:, 0].numpy(), rtol=1e-10, atol=1e-12
+        )
     balances = {row.name: sp.simplify(row.balance) for row in theory.gradient_table()}
     assert balances["infonce"] == 0 and balances["bpr"] == 0
     assert sp.simplify(balances["mine+"] - (theory.LAM_SYM - 1) / theory.TAU_SYM) == 0

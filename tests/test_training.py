@@ -83,10 +83,10 @@ def test_lr_decay_halves_the_rate_at_each_evaluation_without_a_new_best(ml100k, 
     stale = sum(value <= max(recalls[:i], default=-1.0) for i, value in enumerate(recalls))
     assert stale >= 1, recalls
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert saved["state"]["lr_scale"] == pytest.approx(0.5 ** stale)
+    assert saved["state"]["lr_scale"] == pytest.approx(0.5**stale)
     stale_before = 0  # the rate of each epoch: lr times 0.5 per stale validation before it
     for i, entry in enumerate(result["history"]):
-        assert entry["lr"] == pytest.approx(0.05 * 0.5 ** stale_before)
+        assert entry["lr"] == pytest.approx(0.05 * 0.5**stale_before)
         stale_before += recalls[i] <= max(recalls[:i], default=-1.0)
     constant, _ = fit(_config(epochs=8, lr=0.05, patience=10), ml100k, progress=False)
     assert constant["history"][-1]["loss"] != result["history"][-1]["loss"]
@@ -109,8 +109,15 @@ def test_resume_with_a_larger_budget_continues_the_run(ml100k, tmp_path) -> None
 @pytest.mark.parametrize("loss", losses.names())
 def test_every_loss_trains_on_real_data(ml100k, loss) -> None:
     contrastive = loss not in ("bpr",)
-    config = _config(loss=loss, epochs=3, similarity="cosine" if contrastive else "dot", lr=5e-3,
-                     num_negatives=64 if contrastive else 1, shared_negatives=contrastive, l2=0.0)
+    config = _config(
+        loss=loss,
+        epochs=3,
+        similarity="cosine" if contrastive else "dot",
+        lr=5e-3,
+        num_negatives=64 if contrastive else 1,
+        shared_negatives=contrastive,
+        l2=0.0,
+    )
     result, _ = fit(config, ml100k, progress=False)
     history = result["history"]
     assert history[-1]["loss"] < history[0]["loss"], f"{loss}: training loss did not fall"
@@ -126,11 +133,18 @@ def test_samplers_train(ml100k, sampler) -> None:
     assert result["metrics"]["recall@20"] > 5 * 20 / ml100k.n_items
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"lr": 0.0}, "lr=0.0"), ({"lr_decay": 1.5}, "lr_decay=1.5"), ({"valid_fraction": 1.0}, "valid_fraction=1.0"),
-    ({"sampler": "hard"}, "sampler='hard'"), ({"loss": "hinge"}, "unknown loss 'hinge'"),
-    ({"loss": "mine+", "loss_params": {"lam": -1.0}}, "lam"), ({"device": "tpu"}, "device='tpu'"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"lr_decay": 1.5}, "lr_decay=1.5"),
+        ({"valid_fraction": 1.0}, "valid_fraction=1.0"),
+        ({"sampler": "hard"}, "sampler='hard'"),
+        ({"loss": "hinge"}, "unknown loss 'hinge'"),
+        ({"loss": "mine+", "loss_params": {"lam": -1.0}}, "lam"),
+        ({"device": "tpu"}, "device='tpu'"),
+    ],
+)
 def test_bad_configuration_is_rejected_before_training(overrides, message) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
         _config(**overrides)
@@ -161,9 +175,18 @@ def test_row_scores_same_with_and_without_kernels(ml100k, monkeypatch) -> None:
 
 # ---- the driver on every model (generated data: these never skip) -------------------------------------------------
 
+
 def _toy_config(model: str, **overrides) -> TrainConfig:
-    settings = {"dataset": "toy", "model": model, "epochs": 4, "dim": 8, "lr": 1e-2, "batch_size": 128,
-                "patience": 10, "valid_fraction": 0.2}
+    settings = {
+        "dataset": "toy",
+        "model": model,
+        "epochs": 4,
+        "dim": 8,
+        "lr": 1e-2,
+        "batch_size": 128,
+        "patience": 10,
+        "valid_fraction": 0.2,
+    }
     if model == "hdccf":
         settings["model_params"] = {"modulation": False, "num_positives": 2}
     return TrainConfig(**{**settings, **overrides})
@@ -204,8 +227,10 @@ def test_ease_is_one_closed_form_epoch_and_refits_when_reopened(toy, tmp_path) -
     config = _toy_config("ease", model_params={"l2": 10.0})
     result, model = fit(config, toy, out_dir=tmp_path, progress=False)
     assert (result["epochs"], result["stop_reason"], result["valid_metrics"]) == (1, "closed form", {})
-    assert not (tmp_path / "checkpoint.pt").exists() or torch.load(
-        tmp_path / "checkpoint.pt", weights_only=True)["trainable"] == {}  # the n_items^2 weights are not saved
+    assert (
+        not (tmp_path / "checkpoint.pt").exists()
+        or torch.load(tmp_path / "checkpoint.pt", weights_only=True)["trainable"] == {}
+    )  # the n_items^2 weights are not saved
     again, reopened = fit(config, toy, out_dir=tmp_path, progress=False)
     assert again == result and torch.equal(reopened.weights, model.weights)
 
@@ -244,8 +269,7 @@ def test_resume_of_an_early_stopped_run_keeps_its_result_even_with_a_larger_budg
     config = _toy_config("mf", epochs=30, patience=1, lr=0.2)  # a large rate: validation soon stops improving
     result, _ = fit(config, toy, out_dir=tmp_path, progress=False)
     assert result["stop_reason"] == "early stopping"
-    again, _ = fit(_toy_config("mf", epochs=60, patience=1, lr=0.2), toy, out_dir=tmp_path, resume=True,
-                   progress=False)
+    again, _ = fit(_toy_config("mf", epochs=60, patience=1, lr=0.2), toy, out_dir=tmp_path, resume=True, progress=False)
     assert again == result
 
 
@@ -280,13 +304,16 @@ def test_dropout_is_deterministic_and_changes_training(toy) -> None:
     assert first["history"][0]["loss"] != plain["history"][0]["loss"]
 
 
-@pytest.mark.parametrize(("model", "params", "message"), [
-    ("mf", {"l2": 5}, "model 'mf' takes none"),
-    ("hdccf", {"modulation": "maybe"}, "modulation='maybe' must be true or false"),
-    ("ials", {"l2_typo": 1.0}, "ials has no parameter 'l2_typo'"),
-    ("ease", {"l2": float("inf")}, "l2=inf must be a finite number"),
-    ("ials", {"factors": 2.5}, "factors=2.5 must be an integer"),
-])
+@pytest.mark.parametrize(
+    ("model", "params", "message"),
+    [
+        ("mf", {"l2": 5}, "model 'mf' takes none"),
+        ("hdccf", {"modulation": "maybe"}, "modulation='maybe' must be true or false"),
+        ("ials", {"l2_typo": 1.0}, "ials has no parameter 'l2_typo'"),
+        ("ease", {"l2": float("inf")}, "l2=inf must be a finite number"),
+        ("ials", {"factors": 2.5}, "factors=2.5 must be an integer"),
+    ],
+)
 def test_model_parameters_are_checked_by_name_and_type(model, params, message) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         _toy_config(model, model_params=params)
@@ -299,8 +326,13 @@ def test_non_finite_settings_are_refused(name) -> None:
 
 
 def test_the_device_resident_path_runs_with_an_explicit_cpu_device(toy) -> None:
-    result, model = fit(_toy_config("mf", epochs=2, device="cpu", sampler="popularity", loss="softmax",
-                                    similarity="cosine", num_negatives=16), toy, progress=False)
+    result, model = fit(
+        _toy_config(
+            "mf", epochs=2, device="cpu", sampler="popularity", loss="softmax", similarity="cosine", num_negatives=16
+        ),
+        toy,
+        progress=False,
+    )
     assert model.weight.device.type == "cpu" and result["metrics"]["recall@20"] > 20 / toy.n_items
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch.cuda.is_available\\(\\) is False"):

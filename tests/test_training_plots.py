@@ -19,8 +19,9 @@ def test_score_samples_pair_each_test_positive_with_an_unseen_item(toy) -> None:
     scores = model.scores(torch.arange(toy.n_users)).detach().numpy()
     test, seen = toy.test.tocsr(), (toy.train + toy.test).tocsr()
     positive_scores = {float(scores[u, i]) for u in range(toy.n_users) for i in test[u].indices}
-    unseen_scores = {float(scores[u, i]) for u in range(toy.n_users) for i in range(toy.n_items)
-                     if i not in set(seen[u].indices)}
+    unseen_scores = {
+        float(scores[u, i]) for u in range(toy.n_users) for i in range(toy.n_items) if i not in set(seen[u].indices)
+    }
     assert set(pos.tolist()) <= positive_scores and set(neg.tolist()) <= unseen_scores
     again = training_plots.score_samples(model, toy, max_users=30, seed=1)
     assert np.array_equal(again[0], pos) and np.array_equal(again[1], neg)  # a function of the seed
@@ -28,8 +29,10 @@ def test_score_samples_pair_each_test_positive_with_an_unseen_item(toy) -> None:
 
 def test_score_densities_draw_one_panel_per_loss_titled_with_its_overlap() -> None:
     rng = np.random.default_rng(0)
-    samples = {"near": (rng.normal(size=400), rng.normal(0.2, size=400)),
-               "apart": (rng.normal(size=400), rng.normal(8.0, size=400))}
+    samples = {
+        "near": (rng.normal(size=400), rng.normal(0.2, size=400)),
+        "apart": (rng.normal(size=400), rng.normal(8.0, size=400)),
+    }
     fig = training_plots.score_densities(samples, cols=4)
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 2
@@ -48,8 +51,9 @@ def test_learning_curves_plot_the_validated_epochs_only() -> None:
 
 
 def test_sweeps_mark_and_name_the_best_value() -> None:
-    fig = training_plots.sweeps({"tau": ([0.05, 0.1, 0.2], [0.10, 0.15, 0.12]), "negatives": ([1, 10, 100],
-                                                                                            [0.1, 0.2, 0.3])})
+    fig = training_plots.sweeps(
+        {"tau": ([0.05, 0.1, 0.2], [0.10, 0.15, 0.12]), "negatives": ([1, 10, 100], [0.1, 0.2, 0.3])}
+    )
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["tau: best 0.1", "negatives: best 100"]
     assert visible[1].get_xscale() == "log" and visible[0].get_xscale() == "linear"

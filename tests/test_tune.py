@@ -8,9 +8,32 @@ from recloss_lite.experiments import cli
 
 
 def test_tune_halves_the_grid_on_validation_and_stores_every_trial(ml100k, tmp_path, capsys) -> None:
-    code = cli.main(["tune", "--dataset", "ml-100k", "--loss", "mine+", "--num-negatives", "32", "--epochs", "20",
-                     "--grid", "tau=0.1,0.5", "lr=1e-3,1e-2", "--first-epochs", "1", "--eta", "2",
-                     "--results", str(tmp_path / "sweeps"), "--runs", str(tmp_path / "runs"), "--json", "--quiet"])
+    code = cli.main(
+        [
+            "tune",
+            "--dataset",
+            "ml-100k",
+            "--loss",
+            "mine+",
+            "--num-negatives",
+            "32",
+            "--epochs",
+            "20",
+            "--grid",
+            "tau=0.1,0.5",
+            "lr=1e-3,1e-2",
+            "--first-epochs",
+            "1",
+            "--eta",
+            "2",
+            "--results",
+            str(tmp_path / "sweeps"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--json",
+            "--quiet",
+        ]
+    )
     assert code == 0
     winner = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     search = json.loads((tmp_path / "sweeps" / "ml-100k" / "tune" / "mf-mine+.json").read_text())
@@ -18,7 +41,8 @@ def test_tune_halves_the_grid_on_validation_and_stores_every_trial(ml100k, tmp_p
     first, second = ([row["trial"] for row in r["ranking"]] for r in search["rounds"])
     assert sorted(second) == sorted(first[:2])  # the better half continues
     assert [row["valid"] for row in search["rounds"][1]["ranking"]] == sorted(
-        (row["valid"] for row in search["rounds"][1]["ranking"]), reverse=True)
+        (row["valid"] for row in search["rounds"][1]["ranking"]), reverse=True
+    )
     assert winner["trial"] == second[0] and "--epochs 20" in winner["command"]  # the full budget, not a round's
     trials = sorted((tmp_path / "sweeps" / "ml-100k" / "tune" / "mf-mine+").glob("*.json"))
     assert len(trials) == 4

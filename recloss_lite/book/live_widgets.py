@@ -37,26 +37,39 @@ class TrainingPanel(FigureDisplay):
         max_users: users whose test positives and random negatives are scored for the densities.
     """
 
-    def __init__(self, dataset: data.Dataset | None = None, loss: str = "mine+", eps: float = 0.0,
-                 lam: float = 1.1, tau_plus: float = 0.0, epochs: int = 3, num_negatives: int = 128,
-                 max_users: int = 300) -> None:
+    def __init__(
+        self,
+        dataset: data.Dataset | None = None,
+        loss: str = "mine+",
+        eps: float = 0.0,
+        lam: float = 1.1,
+        tau_plus: float = 0.0,
+        epochs: int = 3,
+        num_negatives: int = 128,
+        max_users: int = 300,
+    ) -> None:
         import ipywidgets
 
         self.dataset = dataset if dataset is not None else data.load("ml-100k")
         self.epochs, self.num_negatives, self.max_users = epochs, num_negatives, max_users
         self.controls: dict[str, Any] = {
-            "loss": ipywidgets.Dropdown(options=list(BASE_LOSSES), value=loss, description="loss")}
+            "loss": ipywidgets.Dropdown(options=list(BASE_LOSSES), value=loss, description="loss")
+        }
         initial = {"eps": eps, "lam": lam, "tau_plus": tau_plus}
         # A slider only sets a value (training, seconds long, waits for the button): it syncs it when released.
         for name, (description, low, high, step) in _SLIDERS.items():
-            self.controls[name] = ipywidgets.FloatSlider(value=initial[name], min=low, max=high, step=step,
-                                                         description=description, continuous_update=False)
+            self.controls[name] = ipywidgets.FloatSlider(
+                value=initial[name], min=low, max=high, step=step, description=description, continuous_update=False
+            )
         self.button = ipywidgets.Button(description="train", button_style="primary")
         self.button.on_click(lambda _: self.train())
         self.output = ipywidgets.Output()
-        self.widget = ipywidgets.VBox([
-            ipywidgets.HBox([*self.controls.values(), self.button], layout=ipywidgets.Layout(flex_flow="row wrap")),
-            self.output])
+        self.widget = ipywidgets.VBox(
+            [
+                ipywidgets.HBox([*self.controls.values(), self.button], layout=ipywidgets.Layout(flex_flow="row wrap")),
+                self.output,
+            ]
+        )
         self.metrics: dict[str, float] = {}
         self.overlap = float("nan")
         self.figure = Figure()
@@ -76,8 +89,9 @@ class TrainingPanel(FigureDisplay):
             if name == "loss" and value not in BASE_LOSSES:
                 raise ValueError(f"TrainingPanel.set: loss={value!r}; allowed {BASE_LOSSES}")
             if name != "loss" and not _SLIDERS[name][1] <= value <= _SLIDERS[name][2]:
-                raise ValueError(f"TrainingPanel.set: {name}={value} is outside [{_SLIDERS[name][1]}, "
-                                 f"{_SLIDERS[name][2]}]")
+                raise ValueError(
+                    f"TrainingPanel.set: {name}={value} is outside [{_SLIDERS[name][1]}, {_SLIDERS[name][2]}]"
+                )
             self.controls[name].value = value
 
     def loss_params(self) -> dict[str, float]:
@@ -88,9 +102,14 @@ class TrainingPanel(FigureDisplay):
     def train(self) -> dict[str, float]:
         """Train with the current values, redraw, and return the test metrics (recall@20, ndcg@20, ...)."""
         loss = self.controls["loss"].value
-        config = reproduce.config_for(self.dataset.name, loss, self.loss_params(), epochs=self.epochs,
-                                      num_negatives=self.num_negatives if loss != "bpr" else 1,
-                                      patience=self.epochs)
+        config = reproduce.config_for(
+            self.dataset.name,
+            loss,
+            self.loss_params(),
+            epochs=self.epochs,
+            num_negatives=self.num_negatives if loss != "bpr" else 1,
+            patience=self.epochs,
+        )
         started = time.perf_counter()
         result, model = fit(config, dataset=self.dataset, progress=False)
         pos, neg = training_plots.score_samples(model, self.dataset, self.max_users)
@@ -112,5 +131,3 @@ class TrainingPanel(FigureDisplay):
         self.overlap = training_plots.draw_scores(densities, pos, neg, f"scores after {self.epochs} epochs")
         densities.legend(fontsize=7)
         return fig
-
-

@@ -52,7 +52,11 @@ def figure_grid(count: int, cols: int, width: float = 3.2, height: float = 2.6) 
 
 
 def loss_parameters(
-    tau: float = 0.1, eps: float = 0.0, lam: float = 1.1, margin: float = 0.9, neg_weight: float = 150.0,
+    tau: float = 0.1,
+    eps: float = 0.0,
+    lam: float = 1.1,
+    margin: float = 0.9,
+    neg_weight: float = 150.0,
     panels: Sequence[str] = LOSS_PANELS,
 ) -> dict[str, dict[str, float]]:
     """The parameters each panel's loss is made with: tau for the temperature family (``losses.EXP_FAMILY``), eps and
@@ -63,8 +67,14 @@ def loss_parameters(
     from recloss_lite.core import losses
 
     given = {"tau": tau, "eps": eps, "lam": lam, "margin": margin, "neg_weight": neg_weight}
-    return {name: {key: value for key, value in given.items() if key in losses.defaults(name)
-                   and (name in losses.EXP_FAMILY or name == "ccl")} for name in panels}
+    return {
+        name: {
+            key: value
+            for key, value in given.items()
+            if key in losses.defaults(name) and (name in losses.EXP_FAMILY or name == "ccl")
+        }
+        for name in panels
+    }
 
 
 def loss_curve_data(**parameters: float) -> dict[str, dict[str, np.ndarray]]:
@@ -277,9 +287,7 @@ def temperature_data(taus: Sequence[float] = (0.05, 0.1, 0.2, 0.5, 1.0)) -> dict
     neg = torch.from_numpy(np.tile(NEGATIVE_SCORES, (len(SCORE_GRID), 1)))
     neg[:, 0] = torch.from_numpy(SCORE_GRID)
     pos = torch.full((len(SCORE_GRID),), FIXED_POSITIVE, dtype=torch.float64)
-    weights = {
-        tau: tau * losses.negative_gradients("infonce", pos, neg, tau=tau)[:, 0].numpy() for tau in taus
-    }
+    weights = {tau: tau * losses.negative_gradients("infonce", pos, neg, tau=tau)[:, 0].numpy() for tau in taus}
     return {"score": SCORE_GRID, "weights": weights}
 
 
@@ -361,9 +369,7 @@ def balance(data: dict[str, np.ndarray]) -> Figure:
 # --------------------------------------------------------------------------------------------------
 
 
-def false_negative_data(
-    train: sp.csr_matrix, test: sp.csr_matrix, num_draws: int = 100, seed: int = 0
-) -> dict:
+def false_negative_data(train: sp.csr_matrix, test: sp.csr_matrix, num_draws: int = 100, seed: int = 0) -> dict:
     """How many uniformly drawn "negatives" are positives, per user, on a real split (chapter 05_debiasing).
 
     For every user with test items, ``num_draws`` items are drawn by the library's ``uniform`` sampler
@@ -385,10 +391,7 @@ def false_negative_data(
     dummy_pos = torch.zeros(len(users), dtype=torch.int64)
 
     def hit_fraction(matrix: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
-        keys = np.sort(
-            entry_rows(matrix) * n_items
-            + matrix.indices
-        )
+        keys = np.sort(entry_rows(matrix) * n_items + matrix.indices)
         queries = users[:, None].astype(np.int64) * n_items + items
         position = np.clip(np.searchsorted(keys, queries), 0, len(keys) - 1)
         return (keys[position] == queries).mean(axis=1)
@@ -447,9 +450,7 @@ def debiasing_study(
     """
     from recloss_lite.core import losses
 
-    rows = [
-        losses.debiasing_monte_carlo(tau_plus_true, float(t), loss=loss, **settings) for t in tau_plus_grid
-    ]
+    rows = [losses.debiasing_monte_carlo(tau_plus_true, float(t), loss=loss, **settings) for t in tau_plus_grid]
     target = rows[0]["target"]
     study: dict[str, Any] = {
         "tau_plus": np.asarray(tau_plus_grid, dtype=np.float64),

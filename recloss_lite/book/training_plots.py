@@ -17,8 +17,9 @@ from ..core import data, metrics
 from .plots import figure_grid
 
 
-def score_samples(model, dataset: data.Dataset, max_users: int | None = None,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def score_samples(
+    model, dataset: data.Dataset, max_users: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Scores of test positives and of as many random non-interacted items per user (HDCCF fig. 3 style).
 
     For each user with test items (at most ``max_users``, drawn with ``seed``), the scores of its test items and
@@ -34,12 +35,13 @@ def score_samples(model, dataset: data.Dataset, max_users: int | None = None,
         users = np.sort(rng.choice(users, size=max_users, replace=False))
     pos_parts, neg_parts = [], []
     for start in range(0, len(users), 1024):
-        batch = users[start:start + 1024]
+        batch = users[start : start + 1024]
         scores = model.scores(torch.from_numpy(batch.astype(np.int64))).numpy()
         for row, user in enumerate(batch):
-            positives = test.indices[test.indptr[user]:test.indptr[user + 1]]
-            unseen = np.setdiff1d(np.arange(dataset.n_items), seen.indices[seen.indptr[user]:seen.indptr[user + 1]],
-                                  assume_unique=True)
+            positives = test.indices[test.indptr[user] : test.indptr[user + 1]]
+            unseen = np.setdiff1d(
+                np.arange(dataset.n_items), seen.indices[seen.indptr[user] : seen.indptr[user + 1]], assume_unique=True
+            )
             pos_parts.append(scores[row, positives])
             neg_parts.append(scores[row, rng.choice(unseen, size=len(positives))])
     return np.concatenate(pos_parts), np.concatenate(neg_parts)
@@ -85,20 +87,21 @@ def score_densities(samples: dict[str, tuple[np.ndarray, np.ndarray]], cols: int
     return fig
 
 
-def sweeps(studies: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str = "validation recall@20",
-           cols: int = 3) -> Figure:
+def sweeps(
+    studies: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str = "validation recall@20", cols: int = 3
+) -> Figure:
     """One panel per swept parameter: the metric against the value, the best value marked with a star and named
     in the title (chapter 09_sensitivity). ``studies``: label -> (values, metric values)."""
     fig, axes = figure_grid(len(studies), cols, width=3.4)
     for ax, (label, (values, scores)) in zip(axes, studies.items(), strict=False):
         best = int(np.argmax(scores))
         ax.plot(values, scores, marker="o", label=label)
-        ax.plot([values[best]], [scores[best]], marker="*", markersize=14, color="tab:red", linestyle="none",
-                label="best")
+        ax.plot(
+            [values[best]], [scores[best]], marker="*", markersize=14, color="tab:red", linestyle="none", label="best"
+        )
         ax.set_title(f"{label}: best {values[best]:g}", fontsize=9)
         if min(values) > 0 and max(values) / min(values) >= 10:  # e.g. the number of negatives
             ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
     return fig
-

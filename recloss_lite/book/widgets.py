@@ -60,9 +60,7 @@ class Panel(FigureDisplay):
     Chapters 02_losses, 04_hardness and 05_debiasing.
     """
 
-    def __init__(
-        self, controls: dict[str, Any], compute: Callable[..., Any], draw: Callable[[Any], Figure]
-    ) -> None:
+    def __init__(self, controls: dict[str, Any], compute: Callable[..., Any], draw: Callable[[Any], Figure]) -> None:
         import ipywidgets
 
         self.controls = controls

@@ -143,8 +143,13 @@ def entry_rows(matrix: sp.csr_matrix) -> np.ndarray:
     return np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
 
 
-def canonical_csr(matrix: sp.spmatrix | sp.sparray, what: str, shape: tuple[int, int] | None = None,
-                  dtype: type | None = None, nonempty: bool = False) -> sp.csr_matrix:
+def canonical_csr(
+    matrix: sp.spmatrix | sp.sparray,
+    what: str,
+    shape: tuple[int, int] | None = None,
+    dtype: type | None = None,
+    nonempty: bool = False,
+) -> sp.csr_matrix:
     """A CSR copy of ``matrix`` (in ``dtype`` if given) with duplicate entries summed and sorted indices: the form
     the metrics, iALS/EASE and HDCCF's sampler read. ValueError naming ``what`` where its shape is not ``shape``
     (that of the train matrix it goes with) or, with ``nonempty``, where it holds no entry."""
@@ -160,9 +165,7 @@ def canonical_csr(matrix: sp.spmatrix | sp.sparray, what: str, shape: tuple[int,
 
 def interaction_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     """CSR matrix of float32 ones at ``(users[j], items[j])``, sorted, no duplicates (chapter 01_data)."""
-    matrix = sp.csr_matrix(
-        (np.ones(len(users), dtype=np.float32), (np.asarray(users), np.asarray(items))), shape=shape
-    )
+    matrix = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (np.asarray(users), np.asarray(items))), shape=shape)
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
     return matrix
@@ -205,9 +208,7 @@ def _check_ids(path: Path, tokens: np.ndarray, lengths: np.ndarray, is_id: np.nd
         too_large &= is_id
     if too_large.any():
         index = int(np.argmax(too_large))
-        raise ValueError(
-            f"{path}:{_line_of(lengths, index)}: id {int(tokens[index])} is too large; {_id_rule(limit)}"
-        )
+        raise ValueError(f"{path}:{_line_of(lengths, index)}: id {int(tokens[index])} is too large; {_id_rule(limit)}")
 
 
 def _find_huge_token(text: bytes, path: Path) -> ValueError:
@@ -344,9 +345,7 @@ def _select(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
     return interaction_matrix(coo.row[keep], coo.col[keep], matrix.shape)
 
 
-def validation_split(
-    train: sp.csr_matrix, fraction: float = 0.1, seed: int = 0
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def validation_split(train: sp.csr_matrix, fraction: float = 0.1, seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Carve a per-user validation set out of ``train`` for early stopping (chapters 01_data, 07_training).
 
     Returns ``(fit, valid)``, both of ``train``'s shape, disjoint, summing to ``train``. Each user with n >= 2
@@ -381,9 +380,7 @@ def load_movielens(
     tokens, lengths = _read_int_lines(path)
     if np.any((lengths != 0) & (lengths != 4)):
         line = int(np.argmax((lengths != 0) & (lengths != 4))) + 1
-        raise ValueError(
-            f"{path}:{line}: expected 4 fields user item rating timestamp, got {lengths[line - 1]}"
-        )
+        raise ValueError(f"{path}:{line}: expected 4 fields user item rating timestamp, got {lengths[line - 1]}")
     if not len(tokens):
         raise ValueError(f"{path} holds no interaction (user item rating timestamp lines)")
     _check_ids(path, tokens, lengths, np.tile([True, True, False, False], len(tokens) // 4))

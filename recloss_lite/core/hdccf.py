@@ -40,6 +40,7 @@ OBJECTIVES = ("contrastive", "bpr")
 # Pure loss functions
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _reduce(rows: Tensor, reduction: str) -> Tensor:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r}: allowed values are {REDUCTIONS}")
@@ -51,8 +52,10 @@ def _reduce(rows: Tensor, reduction: str) -> Tensor:
 def _check_rows(label: str, tensor: Tensor, rows: int) -> None:
     """``tensor`` must be (rows, N) with N >= 1, else a ValueError naming it and both shapes."""
     if tensor.dim() != 2 or tensor.shape[0] != rows or tensor.shape[1] < 1:
-        raise ValueError(f"{label} has shape {tuple(tensor.shape)}; expected ({rows}, N >= 1) to match the "
-                         f"{rows} rows of the positive scores")
+        raise ValueError(
+            f"{label} has shape {tuple(tensor.shape)}; expected ({rows}, N >= 1) to match the "
+            f"{rows} rows of the positive scores"
+        )
 
 
 def _check_tau(tau: float) -> None:
@@ -83,8 +86,9 @@ def masked_log_mean_exp(logits: Tensor, mask: Tensor | None) -> Tensor:
     return torch.where(has_any, log_mean, torch.full_like(log_mean, -math.inf))
 
 
-def log_negative_score(neg_logits: Tensor, pos_logits: Tensor, omega_plus: float, tau: float,
-                       unobserved: Tensor | None = None) -> Tensor:
+def log_negative_score(
+    neg_logits: Tensor, pos_logits: Tensor, omega_plus: float, tau: float, unobserved: Tensor | None = None
+) -> Tensor:
     """log of the (debiased) negative score F~ of HDCCF eqs. (15), (24)-(25) with the clamp (16), per row.
 
     neg_logits (B, N): f/tau of the row's N negatives (N^-, multiset); pos_logits (B, P + 1): f/tau of the row's
@@ -109,10 +113,19 @@ def log_negative_score(neg_logits: Tensor, pos_logits: Tensor, omega_plus: float
     return log_q + losses.log_debiased_mean(log_mean, log_pos_mean, omega_plus, -1.0 / tau)
 
 
-def user_item_loss(pos_scores: Tensor, neg_user_scores: Tensor, neg_item_scores: Tensor,
-                   pos_user_scores: Tensor, pos_item_scores: Tensor, tau: float, omega_plus_user: float = 0.0,
-                   omega_plus_item: float = 0.0, neg_user_unobserved: Tensor | None = None,
-                   neg_item_unobserved: Tensor | None = None, reduction: str = "mean") -> Tensor:
+def user_item_loss(
+    pos_scores: Tensor,
+    neg_user_scores: Tensor,
+    neg_item_scores: Tensor,
+    pos_user_scores: Tensor,
+    pos_item_scores: Tensor,
+    tau: float,
+    omega_plus_user: float = 0.0,
+    omega_plus_item: float = 0.0,
+    neg_user_unobserved: Tensor | None = None,
+    neg_item_unobserved: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
     """User-item contrastive loss of HDCCF: eq. (1) (omega^+ = 0, no masks) or its debiased form eq. (14).
 
     Row b is an observed pair (u, i) with score pos_scores[b] = f(u, i):
@@ -127,23 +140,38 @@ def user_item_loss(pos_scores: Tensor, neg_user_scores: Tensor, neg_item_scores:
     if pos_scores.dim() != 1:
         raise ValueError(f"pos_scores has shape {tuple(pos_scores.shape)}; expected (B,)")
     rows = pos_scores.shape[0]
-    for label, tensor in (("neg_user_scores", neg_user_scores), ("neg_item_scores", neg_item_scores),
-                          ("pos_user_scores", pos_user_scores), ("pos_item_scores", pos_item_scores)):
+    for label, tensor in (
+        ("neg_user_scores", neg_user_scores),
+        ("neg_item_scores", neg_item_scores),
+        ("pos_user_scores", pos_user_scores),
+        ("pos_item_scores", pos_item_scores),
+    ):
         _check_rows(label, tensor, rows)
     _check_tau(tau)
     _check_omega("omega_plus_user", omega_plus_user)
     _check_omega("omega_plus_item", omega_plus_item)
     anchor = pos_scores / tau
-    log_users = log_negative_score(neg_user_scores / tau, torch.cat([pos_user_scores / tau, anchor[:, None]], 1),
-                                   omega_plus_user, tau, neg_user_unobserved)
-    log_items = log_negative_score(neg_item_scores / tau, torch.cat([pos_item_scores / tau, anchor[:, None]], 1),
-                                   omega_plus_item, tau, neg_item_unobserved)
+    log_users = log_negative_score(
+        neg_user_scores / tau,
+        torch.cat([pos_user_scores / tau, anchor[:, None]], 1),
+        omega_plus_user,
+        tau,
+        neg_user_unobserved,
+    )
+    log_items = log_negative_score(
+        neg_item_scores / tau,
+        torch.cat([pos_item_scores / tau, anchor[:, None]], 1),
+        omega_plus_item,
+        tau,
+        neg_item_unobserved,
+    )
     denominator = torch.logsumexp(torch.stack([anchor, log_users, log_items], dim=1), dim=1)
     return _reduce(denominator - anchor, reduction)
 
 
-def neighbour_loss(pos_scores: Tensor, neg_scores: Tensor, tau: float, not_neighbour: Tensor | None = None,
-                   reduction: str = "mean") -> Tensor:
+def neighbour_loss(
+    pos_scores: Tensor, neg_scores: Tensor, tau: float, not_neighbour: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
     """User-user (or item-item) contrastive loss of HDCCF: eq. (5), or eq. (17) with the weights (27).
 
     Row b is an anchor u (the user of an observed pair (u, i)); pos_scores (B, P) = f(u, u^+) for its P positive
@@ -169,6 +197,7 @@ def neighbour_loss(pos_scores: Tensor, neg_scores: Tensor, tau: float, not_neigh
 # Sampling (eq. (9)) and Propositions 1-2
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class HDCCFBatch:
     """One batch in the paper's form (eq. (9)); M rows, P positive neighbours per row.
@@ -193,8 +222,9 @@ class HDCCFBatch:
     def to(self, device: torch.device | str) -> HDCCFBatch:
         """The same batch with every tensor on ``device`` (sampling runs on the CPU; training may not)."""
         tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return dataclasses.replace(self, **{name: tensor.to(device) for name, tensor in tensors.items()
-                                            if tensor is not None})  # the masks not computed stay None
+        return dataclasses.replace(
+            self, **{name: tensor.to(device) for name, tensor in tensors.items() if tensor is not None}
+        )  # the masks not computed stay None
 
     @property
     def negative_users(self) -> Tensor:
@@ -257,15 +287,23 @@ class _Relation:
         if self.table is not None:
             return self.table[np.ix_(rows, cols)]
         if self.kind == "entries":
-            columns = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (cols, np.arange(len(cols)))),
-                                    shape=(self.matrix.shape[1], len(cols)))
+            columns = sp.csr_matrix(
+                (np.ones(len(cols), dtype=np.float32), (cols, np.arange(len(cols)))),
+                shape=(self.matrix.shape[1], len(cols)),
+            )
         else:
             columns = self.matrix[cols].T
         return (self.matrix[rows] @ columns).toarray() > 0
 
 
-def sample_batches(train: sp.spmatrix, batch_size: int, num_positives: int, generator: torch.Generator,
-                   observed_masks: bool = True, neighbour_masks: bool = True) -> Iterator[HDCCFBatch]:
+def sample_batches(
+    train: sp.spmatrix,
+    batch_size: int,
+    num_positives: int,
+    generator: torch.Generator,
+    observed_masks: bool = True,
+    neighbour_masks: bool = True,
+) -> Iterator[HDCCFBatch]:
     """One epoch of HDCCF batches (eq. (9)): the observed pairs in random order, ``batch_size`` = M at a time.
 
     Each row gets P = ``num_positives`` neighbours on each side (see :class:`HDCCFBatch`); a last batch with fewer
@@ -287,13 +325,16 @@ def sample_batches(train: sp.spmatrix, batch_size: int, num_positives: int, gene
     if neighbour_masks:
         relations["users"], relations["items"] = _Relation(matrix, "shared"), _Relation(transposed, "shared")
     for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
+        index = order[start : start + batch_size]
         if len(index) < 2:
             continue
         batch_users, batch_items = users[index], items[index]
-        batch = HDCCFBatch(torch.from_numpy(batch_users), torch.from_numpy(batch_items),
-                           _sample_neighbours(transposed, batch_items, num_positives, generator),
-                           _sample_neighbours(matrix, batch_users, num_positives, generator))
+        batch = HDCCFBatch(
+            torch.from_numpy(batch_users),
+            torch.from_numpy(batch_items),
+            _sample_neighbours(transposed, batch_items, num_positives, generator),
+            _sample_neighbours(matrix, batch_users, num_positives, generator),
+        )
         size = len(index)
         flat_users = batch.user_neighbours.reshape(-1).numpy()
         flat_items = batch.item_neighbours.reshape(-1).numpy()
@@ -319,8 +360,9 @@ def proposition_slope(batch_size: int, num_positives: int, num_interactions: int
     return num_positives * (batch_size - 1) / (num_interactions - 1)
 
 
-def negative_counts(train: sp.spmatrix, batch_size: int, num_positives: int, num_batches: int,
-                    generator: torch.Generator) -> dict[str, np.ndarray | float]:
+def negative_counts(
+    train: sp.spmatrix, batch_size: int, num_positives: int, num_batches: int, generator: torch.Generator
+) -> dict[str, np.ndarray | float]:
     """Average number of times each item (user) appears among a row's in-batch negatives (Propositions 1-2).
 
     Draws ``num_batches`` full batches of :func:`sample_batches` (restarting epochs as needed), counts every id in
@@ -343,19 +385,30 @@ def negative_counts(train: sp.spmatrix, batch_size: int, num_positives: int, num
             drawn += 1
             if drawn == num_batches:
                 break
-    return {"item_counts": item_counts / rows, "user_counts": user_counts / rows,
-            "item_degree": np.diff(matrix.T.tocsr().indptr).astype(np.float64),
-            "user_degree": np.diff(matrix.indptr).astype(np.float64),
-            "slope": proposition_slope(batch_size, num_positives, matrix.nnz)}
+    return {
+        "item_counts": item_counts / rows,
+        "user_counts": user_counts / rows,
+        "item_degree": np.diff(matrix.T.tocsr().indptr).astype(np.float64),
+        "user_degree": np.diff(matrix.indptr).astype(np.float64),
+        "slope": proposition_slope(batch_size, num_positives, matrix.nnz),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Theorem 1
 # ----------------------------------------------------------------------------------------------------------------
 
-def theorem1_monte_carlo(true_negative_scores: np.ndarray, false_negative_scores: np.ndarray,
-                         observed_scores: np.ndarray, num_negatives: int, num_positives: int, tau: float,
-                         trials: int, seed: int = 0) -> dict[str, float]:
+
+def theorem1_monte_carlo(
+    true_negative_scores: np.ndarray,
+    false_negative_scores: np.ndarray,
+    observed_scores: np.ndarray,
+    num_negatives: int,
+    num_positives: int,
+    tau: float,
+    trials: int,
+    seed: int = 0,
+) -> dict[str, float]:
     """Monte-Carlo check of HDCCF Theorem 1 on the user side of an observed pair (u, i), in float64.
 
     Candidate negative users of item i form three populations, given by their scores f(u^-, i):
@@ -372,8 +425,10 @@ def theorem1_monte_carlo(true_negative_scores: np.ndarray, false_negative_scores
     ``f_biased_*``), the mean debiased and biased losses, omega^+ and the fraction of trials where the clamp (16)
     was active (``clamped``; the theorem is about the unclamped estimator). Chapter 10_hdccf.
     """
-    populations = [np.asarray(scores, dtype=np.float64)
-                   for scores in (observed_scores, false_negative_scores, true_negative_scores)]
+    populations = [
+        np.asarray(scores, dtype=np.float64)
+        for scores in (observed_scores, false_negative_scores, true_negative_scores)
+    ]
     if min(len(populations[1]), len(populations[2])) == 0:
         raise ValueError("true_negative_scores and false_negative_scores must be non-empty")
     _check_tau(tau)
@@ -384,8 +439,13 @@ def theorem1_monte_carlo(true_negative_scores: np.ndarray, false_negative_scores
     draws = rng.integers(0, len(pool), size=(trials, num_negatives))
     positives = populations[1][rng.integers(0, len(populations[1]), size=(trials, num_positives + 1))]
     anchor = positives[:, -1] / tau  # the row's own pair (u, i)
-    log_f = log_negative_score(torch.from_numpy(pool[draws] / tau), torch.from_numpy(positives / tau), omega_plus,
-                               tau, torch.from_numpy(unobserved_pool[draws]))
+    log_f = log_negative_score(
+        torch.from_numpy(pool[draws] / tau),
+        torch.from_numpy(positives / tau),
+        omega_plus,
+        tau,
+        torch.from_numpy(unobserved_pool[draws]),
+    )
     f_debiased = log_f.exp().numpy()
     f_biased = np.exp(pool[draws] / tau).sum(axis=1)
     f_ideal = num_negatives * float(np.mean(np.exp(populations[2] / tau)))
@@ -394,10 +454,15 @@ def theorem1_monte_carlo(true_negative_scores: np.ndarray, false_negative_scores
         return float(np.mean(np.logaddexp(anchor, np.log(negative_score)) - anchor))
 
     return {
-        "omega_plus": omega_plus, "f_ideal": f_ideal, "loss_ideal": loss(f_ideal),
-        "f_debiased_mean": float(f_debiased.mean()), "f_debiased_stderr": float(f_debiased.std() / math.sqrt(trials)),
-        "f_biased_mean": float(f_biased.mean()), "f_biased_stderr": float(f_biased.std() / math.sqrt(trials)),
-        "loss_debiased_mean": loss(f_debiased), "loss_biased_mean": loss(f_biased),
+        "omega_plus": omega_plus,
+        "f_ideal": f_ideal,
+        "loss_ideal": loss(f_ideal),
+        "f_debiased_mean": float(f_debiased.mean()),
+        "f_debiased_stderr": float(f_debiased.std() / math.sqrt(trials)),
+        "f_biased_mean": float(f_biased.mean()),
+        "f_biased_stderr": float(f_biased.std() / math.sqrt(trials)),
+        "loss_debiased_mean": loss(f_debiased),
+        "loss_biased_mean": loss(f_biased),
         "clamped": float(np.mean(np.isclose(log_f.numpy(), math.log(num_negatives) - 1.0 / tau, rtol=0, atol=1e-12))),
     }
 
@@ -405,6 +470,7 @@ def theorem1_monte_carlo(true_negative_scores: np.ndarray, false_negative_scores
 # ----------------------------------------------------------------------------------------------------------------
 # Model and trainer
 # ----------------------------------------------------------------------------------------------------------------
+
 
 class HDCCF(torch.nn.Module):
     """HDCCF (Yang et al., IJCAI 2022): MF embeddings p_u, q_i trained with the loss of eq. (6) on batches of eq. (9).
@@ -426,14 +492,31 @@ class HDCCF(torch.nn.Module):
 
     name = "hdccf"
 
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, tau: float = 0.2, num_positives: int = 4,
-                 omega_plus_user: float = 0.05, omega_plus_item: float = 0.05, lambda_user: float = 0.1,
-                 lambda_item: float = 0.1, modulation: bool = True, observed_masks: bool = True,
-                 neighbour_masks: bool = True, objective: str = "contrastive", init_std: float = 0.1,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int = 64,
+        tau: float = 0.2,
+        num_positives: int = 4,
+        omega_plus_user: float = 0.05,
+        omega_plus_item: float = 0.05,
+        lambda_user: float = 0.1,
+        lambda_item: float = 0.1,
+        modulation: bool = True,
+        observed_masks: bool = True,
+        neighbour_masks: bool = True,
+        objective: str = "contrastive",
+        init_std: float = 0.1,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
-        for label, value in (("n_users", n_users), ("n_items", n_items), ("dim", dim),
-                             ("num_positives", num_positives)):
+        for label, value in (
+            ("n_users", n_users),
+            ("n_items", n_items),
+            ("dim", dim),
+            ("num_positives", num_positives),
+        ):
             if value < 1:
                 raise ValueError(f"{label}={value}: must be >= 1")
         _check_tau(tau)
@@ -482,8 +565,9 @@ class HDCCF(torch.nn.Module):
         """Scores of every item for ``users`` (U,) -> (U, n_items), float32, no grad: the evaluation contract."""
         items = torch.arange(self.n_items, device=self.user_embedding.device)
         chunk = max(1, (1 << 18) // self.n_items) if self.modulation else len(users)
-        return torch.cat([self.all_pair_scores(users[start:start + chunk], items)
-                          for start in range(0, len(users), chunk)]).float()
+        return torch.cat(
+            [self.all_pair_scores(users[start : start + chunk], items) for start in range(0, len(users), chunk)]
+        ).float()
 
     def make_batches(self, train: sp.spmatrix, batch_size: int, generator: torch.Generator) -> Iterator[HDCCFBatch]:
         """One epoch of batches in the paper's form for this model (P, and only the masks it uses)."""
@@ -501,24 +585,39 @@ class HDCCF(torch.nn.Module):
         if self.objective == "bpr":
             bpr = losses.make("bpr", tau=self.tau)
             total = bpr(pos, torch.cat([other_rows(item_user), other_rows(user_item)], dim=1)) / (
-                2 * (size - 1) * self.num_positives)
+                2 * (size - 1) * self.num_positives
+            )
         else:
-            total = user_item_loss(pos, other_rows(item_user), other_rows(user_item), own_rows(item_user),
-                                   own_rows(user_item), self.tau, self.omega_plus_user, self.omega_plus_item,
-                                   batch.user_unobserved if self.observed_masks else None,
-                                   batch.item_unobserved if self.observed_masks else None)
+            total = user_item_loss(
+                pos,
+                other_rows(item_user),
+                other_rows(user_item),
+                own_rows(item_user),
+                own_rows(user_item),
+                self.tau,
+                self.omega_plus_user,
+                self.omega_plus_item,
+                batch.user_unobserved if self.observed_masks else None,
+                batch.item_unobserved if self.observed_masks else None,
+            )
         if self.lambda_user > 0:
             anchors = _rows(self.user_embedding, batch.users)
             user_user = (anchors @ _rows(self.user_embedding, flat_users).T).view(size, size, -1)
             total = total + self.lambda_user * neighbour_loss(
-                own_rows(user_user), other_rows(user_user), self.tau,
-                batch.user_not_neighbour if self.neighbour_masks else None)
+                own_rows(user_user),
+                other_rows(user_user),
+                self.tau,
+                batch.user_not_neighbour if self.neighbour_masks else None,
+            )
         if self.lambda_item > 0:
             anchors = _rows(self.item_embedding, batch.items)
             item_item = (anchors @ _rows(self.item_embedding, flat_items).T).view(size, size, -1)
             total = total + self.lambda_item * neighbour_loss(
-                own_rows(item_item), other_rows(item_item), self.tau,
-                batch.item_not_neighbour if self.neighbour_masks else None)
+                own_rows(item_item),
+                other_rows(item_item),
+                self.tau,
+                batch.item_not_neighbour if self.neighbour_masks else None,
+            )
         return total
 
     def diagonal_scores(self, users: Tensor, items: Tensor) -> Tensor:

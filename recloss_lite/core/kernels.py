@@ -79,8 +79,9 @@ def _compile(compiler: str, text: str, flags: list[str]) -> ctypes.CDLL:
             source = Path(scratch) / "kernels.c"
             source.write_text(text, encoding="utf-8")  # the very text the key hashes
             built = Path(scratch) / target.name
-            subprocess.run([compiler, *flags, str(source), "-o", str(built), "-lm"], check=True,
-                           capture_output=True, text=True)
+            subprocess.run(
+                [compiler, *flags, str(source), "-o", str(built), "-lm"], check=True, capture_output=True, text=True
+            )
             os.replace(built, target)  # atomic: a concurrent process sees the whole library or none
     return ctypes.CDLL(str(target))
 
@@ -98,20 +99,25 @@ def _build() -> ctypes.CDLL | None:
             library = _compile(compiler, text, FLAGS + SINGLE)
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or str(error)
-        warnings.warn(f"recloss-lite: could not build the training kernels with {compiler} ({detail.strip()}); "
-                      "using the PyTorch version, which is slower", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"recloss-lite: could not build the training kernels with {compiler} ({detail.strip()}); "
+            "using the PyTorch version, which is slower",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
     pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     signatures = {  # name: (argument types, result type)
         "batch_scores": ([pointer, size, pointer, pointer, pointer, size, size, pointer, pointer, size], None),
-        "batch_scores_backward": ([pointer, size, pointer, pointer, pointer, size, size] + [pointer] * 4
-                                 + [size] * 2, None),
+        "batch_scores_backward": (
+            [pointer, size, pointer, pointer, pointer, size, size] + [pointer] * 4 + [size] * 2,
+            None,
+        ),
         "row_adam": ([pointer] * 5 + [size] * 2 + [real] * 4 + [size], None),
         "distinct_rows": ([pointer, size, size] + [pointer] * 8, size),
         "topk_rows": ([pointer, size, size, size] + [pointer] * 4 + [size], size),
         "grouped_scores": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 2 + [size], size),
-        "grouped_scores_backward": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 4 + [size] * 2,
-                                    size),
+        "grouped_scores_backward": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 4 + [size] * 2, size),
         "normalize_rows": ([pointer, pointer, size, size, pointer, pointer, size], None),
         "normalize_rows_backward": ([pointer, pointer, size, size, pointer, size], None),
     }
@@ -148,8 +154,12 @@ def _threads(rows: int) -> int:
 
 def _applies(weight: torch.Tensor) -> bool:
     """Whether the kernels take this table: a contiguous float32 CPU tensor, and the library is built."""
-    return (weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.is_contiguous()
-            and library() is not None)
+    return (
+        weight.dtype == torch.float32
+        and weight.device.type == "cpu"
+        and weight.is_contiguous()
+        and library() is not None
+    )
 
 
 def _table(function: str, weight: torch.Tensor) -> tuple[int, int]:
@@ -159,8 +169,9 @@ def _table(function: str, weight: torch.Tensor) -> tuple[int, int]:
     return weight.shape[0], weight.shape[1]
 
 
-def _ids(function: str, name: str, ids: torch.Tensor, shape: tuple[int, ...], meaning: str, n_rows: int,
-         rows: str) -> torch.Tensor:
+def _ids(
+    function: str, name: str, ids: torch.Tensor, shape: tuple[int, ...], meaning: str, n_rows: int, rows: str
+) -> torch.Tensor:
     """``ids`` as a contiguous int64 CPU tensor of ``shape``, every id in [0, n_rows). Otherwise IndexError naming
     the argument and its dtype or device, or its smallest (if negative, else largest) id and the range, which
     ``rows`` explains; ValueError for another shape. One min-max pass over the ids, no Python loop."""
@@ -175,13 +186,15 @@ def _ids(function: str, name: str, ids: torch.Tensor, shape: tuple[int, ...], me
     return ids.contiguous()
 
 
-def _floats(function: str, name: str, tensor: torch.Tensor, shape: tuple[int, ...], meaning: str,
-            in_place: bool = False) -> torch.Tensor:
+def _floats(
+    function: str, name: str, tensor: torch.Tensor, shape: tuple[int, ...], meaning: str, in_place: bool = False
+) -> torch.Tensor:
     """``tensor`` as a contiguous float32 CPU tensor of ``shape``: TypeError for another dtype or device, ValueError
     for another shape, or where ``in_place`` (the kernel writes it) and it is not contiguous already."""
     if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
-        raise TypeError(f"{function}: {name} must be a float32 tensor on the CPU, not {tensor.dtype} on "
-                        f"{tensor.device}")
+        raise TypeError(
+            f"{function}: {name} must be a float32 tensor on the CPU, not {tensor.dtype} on {tensor.device}"
+        )
     if tensor.shape != shape:
         raise ValueError(f"{function}: {name} {tuple(tensor.shape)} must be {meaning} = {shape}")
     if in_place and not tensor.is_contiguous():
@@ -191,25 +204,36 @@ def _floats(function: str, name: str, tensor: torch.Tensor, shape: tuple[int, ..
 
 def _overlap(first: torch.Tensor, second: torch.Tensor) -> bool:
     """Whether two contiguous tensors share memory."""
-    return (first.data_ptr() < second.data_ptr() + second.nbytes
-            and second.data_ptr() < first.data_ptr() + first.nbytes)
+    return first.data_ptr() < second.data_ptr() + second.nbytes and second.data_ptr() < first.data_ptr() + first.nbytes
 
 
-def _batch(function: str, weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-           negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch(
+    function: str, weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The checked ids of a batch of :func:`batch_scores`: users (B,), items (B,), negatives (B, N), all rows of
     ``weight`` (n, d)."""
     n, _ = _table(function, weight)
     if negatives.dim() != 2:
         raise ValueError(f"{function}: negatives {tuple(negatives.shape)} must be 2-D (B, N)")
     batch, rows = negatives.shape[0], f"the table has {n} rows"
-    return (_ids(function, "users", users, (batch,), "(B,)", n, rows),
-            _ids(function, "items", items, (batch,), "(B,)", n, rows),
-            _ids(function, "negatives", negatives, tuple(negatives.shape), "(B, N)", n, rows))
+    return (
+        _ids(function, "users", users, (batch,), "(B,)", n, rows),
+        _ids(function, "items", items, (batch,), "(B,)", n, rows),
+        _ids(function, "negatives", negatives, tuple(negatives.shape), "(B, N)", n, rows),
+    )
 
 
-def row_adam(weight: torch.Tensor, moments: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor,
-             decay: torch.Tensor | None, beta1: float, beta2: float, eps: float, step_size: float) -> bool:
+def row_adam(
+    weight: torch.Tensor,
+    moments: torch.Tensor,
+    ids: torch.Tensor,
+    grads: torch.Tensor,
+    decay: torch.Tensor | None,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step_size: float,
+) -> bool:
     """One Adam step on rows ``ids`` (K,) (distinct, int64: threads update them apart) of ``weight`` (n, d) in place,
     moments (n, 2, d) in place, with ``grads`` (K, d) plus, where ``decay`` (K,) is given, the L2 gradient
     ``decay[r] * w``.
@@ -227,14 +251,26 @@ def row_adam(weight: torch.Tensor, moments: torch.Tensor, ids: torch.Tensor, gra
     for name, tensor in (("moments", moments), ("ids", ids), ("grads", grads), ("decay", decay)):
         if tensor is not None and (_overlap(tensor, weight) or (tensor is not moments and _overlap(tensor, moments))):
             raise ValueError(f"row_adam: {name} shares memory with weight or moments, which the kernel updates")
-    _loaded().row_adam(weight.data_ptr(), moments.data_ptr(), ids.data_ptr(), grads.data_ptr(),
-                       None if decay is None else decay.data_ptr(), len(ids), d, beta1, beta2, eps, step_size,
-                       _threads(len(ids)))  # distinct rows: the threads update disjoint rows
+    _loaded().row_adam(
+        weight.data_ptr(),
+        moments.data_ptr(),
+        ids.data_ptr(),
+        grads.data_ptr(),
+        None if decay is None else decay.data_ptr(),
+        len(ids),
+        d,
+        beta1,
+        beta2,
+        eps,
+        step_size,
+        _threads(len(ids)),
+    )  # distinct rows: the threads update disjoint rows
     return True
 
 
-def batch_scores(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def batch_scores(
+    weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Dot-product scores pos (B,) = <w_users, w_items> and neg (B, N) = <w_users, w_negatives> read straight from
     ``weight`` (n, d) by row ids users (B,), items (B,), negatives (B, N); plain tensors, without autograd (the
     gradient comes from :func:`batch_scores_backward`). ``None`` where the kernel does not apply."""
@@ -244,15 +280,31 @@ def batch_scores(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
     batch, n_neg = negatives.shape
     pos = torch.empty(batch, dtype=weight.dtype)
     neg = torch.empty(batch, n_neg, dtype=weight.dtype)
-    _loaded().batch_scores(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
-                          negatives.data_ptr(), batch, n_neg, pos.data_ptr(), neg.data_ptr(),
-                          _threads(batch * (1 + n_neg)))
+    _loaded().batch_scores(
+        weight.data_ptr(),
+        weight.shape[1],
+        users.data_ptr(),
+        items.data_ptr(),
+        negatives.data_ptr(),
+        batch,
+        n_neg,
+        pos.data_ptr(),
+        neg.data_ptr(),
+        _threads(batch * (1 + n_neg)),
+    )
     return pos, neg
 
 
-def batch_scores_backward(weight: torch.Tensor, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor,
-                         grad_pos: torch.Tensor, grad_neg: torch.Tensor, slot: torch.Tensor,
-                         n_slots: int) -> torch.Tensor | None:
+def batch_scores_backward(
+    weight: torch.Tensor,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    negatives: torch.Tensor,
+    grad_pos: torch.Tensor,
+    grad_neg: torch.Tensor,
+    slot: torch.Tensor,
+    n_slots: int,
+) -> torch.Tensor | None:
     """The gradient of :func:`batch_scores` with respect to the rows: (n_slots, d), where occurrence ``i`` of the
     ids users (B,), items (B,), negatives (B, N) (concatenated, flattened: B * (2 + N) of them) adds its gradient,
     from grad_pos (B,) and grad_neg (B, N), to row ``slot[i]`` in [0, n_slots). ``None`` where the kernel does not
@@ -266,14 +318,27 @@ def batch_scores_backward(weight: torch.Tensor, users: torch.Tensor, items: torc
     grad_pos = _floats(function, "grad_pos", grad_pos, (batch,), "(B,)")
     grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
     grads = torch.zeros(n_slots, weight.shape[1], dtype=weight.dtype)
-    _loaded().batch_scores_backward(weight.data_ptr(), weight.shape[1], users.data_ptr(), items.data_ptr(),
-                                   negatives.data_ptr(), batch, n_neg, grad_pos.data_ptr(), grad_neg.data_ptr(),
-                                   slot.data_ptr(), grads.data_ptr(), n_slots, _threads(len(slot)))
+    _loaded().batch_scores_backward(
+        weight.data_ptr(),
+        weight.shape[1],
+        users.data_ptr(),
+        items.data_ptr(),
+        negatives.data_ptr(),
+        batch,
+        n_neg,
+        grad_pos.data_ptr(),
+        grad_neg.data_ptr(),
+        slot.data_ptr(),
+        grads.data_ptr(),
+        n_slots,
+        _threads(len(slot)),
+    )
     return grads
 
 
-def distinct(ids: torch.Tensor, marked: torch.Tensor, position: torch.Tensor,
-             grouped: bool = False) -> tuple[torch.Tensor, ...] | None:
+def distinct(
+    ids: torch.Tensor, marked: torch.Tensor, position: torch.Tensor, grouped: bool = False
+) -> tuple[torch.Tensor, ...] | None:
     """The distinct ids among ``ids`` (K,) in increasing order, as ``torch.unique(ids, return_inverse=True,
     return_counts=True)`` gives them, in one pass: (unique, inverse, counts). ``marked`` (n,) bool and ``position``
     (n,) int64 are scratch of the table's size n (every id must lie in [0, n)). With ``grouped``, also (order,
@@ -286,54 +351,98 @@ def distinct(ids: torch.Tensor, marked: torch.Tensor, position: torch.Tensor,
         ids = _ids("distinct", "ids", ids, (ids.numel(),), "(K,)", n, f"the table has {n} rows")  # raises
     ids = ids.contiguous()  # the kernel checks each id as it reads it: one pass fewer
     if marked.dtype != torch.bool or marked.shape != (n,) or not marked.is_contiguous() or marked.device.type != "cpu":
-        raise ValueError(f"distinct: marked must be a contiguous (n,) bool CPU tensor, not {marked.dtype} "
-                         f"{tuple(marked.shape)}")
-    if (position.dtype != torch.int64 or position.shape != (n,) or not position.is_contiguous()
-            or position.device.type != "cpu" or _overlap(position, marked)):
+        raise ValueError(
+            f"distinct: marked must be a contiguous (n,) bool CPU tensor, not {marked.dtype} {tuple(marked.shape)}"
+        )
+    if (
+        position.dtype != torch.int64
+        or position.shape != (n,)
+        or not position.is_contiguous()
+        or position.device.type != "cpu"
+        or _overlap(position, marked)
+    ):
         raise ValueError("distinct: position must be a contiguous (n,) int64 CPU tensor apart from marked")
     most = min(len(ids), n)  # distinct ids
     unique, counts, start = (torch.empty(size, dtype=torch.int64) for size in (most, most, most + 1))
     if grouped and len(ids) >= 2**31:
         raise ValueError(f"distinct: {len(ids)} ids: the grouped layout takes fewer than 2^31")
-    inverse, order, scratch = (torch.empty(len(ids) if use else 0, dtype=torch.int64)
-                               for use in (True, grouped, grouped))
-    found = _loaded().distinct_rows(ids.data_ptr(), len(ids), n, marked.data_ptr(), position.data_ptr(),
-                                    unique.data_ptr(), inverse.data_ptr(), counts.data_ptr(),
-                                    *((start.data_ptr(), order.data_ptr(), scratch.data_ptr()) if grouped
-                                      else (None, None, None)))
+    inverse, order, scratch = (
+        torch.empty(len(ids) if use else 0, dtype=torch.int64) for use in (True, grouped, grouped)
+    )
+    found = _loaded().distinct_rows(
+        ids.data_ptr(),
+        len(ids),
+        n,
+        marked.data_ptr(),
+        position.data_ptr(),
+        unique.data_ptr(),
+        inverse.data_ptr(),
+        counts.data_ptr(),
+        *((start.data_ptr(), order.data_ptr(), scratch.data_ptr()) if grouped else (None, None, None)),
+    )
     if found < 0:
         _ids("distinct", "ids", ids, (ids.numel(),), "(K,)", n, f"the table has {n} rows")  # raises
     if grouped:
-        return unique[:found], inverse, counts[:found], order, start[:found + 1]
+        return unique[:found], inverse, counts[:found], order, start[: found + 1]
     return unique[:found], inverse, counts[:found]
 
 
-def topk(scores: torch.Tensor, k: int, exclude_ptr: torch.Tensor,
-         excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | int | None:
+def topk(
+    scores: torch.Tensor, k: int, exclude_ptr: torch.Tensor, excluded: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | int | None:
     """``torch.topk(scores, k, dim=1)`` of a (B, n) float32 CPU matrix in which the items ``excluded[exclude_ptr[r]:
     exclude_ptr[r + 1]]`` (sorted per row) of each row r count as -inf, without writing them: the same values and
     indices, tied scores in the same order (the kernel repeats the heap select that torch.topk runs for k * 64 <= n).
     Returns (values (B, k), indices (B, k)); or r + 1 (an int) where row r holds NaN or +-inf, the first one; or
     ``None`` where the kernel does not apply (off, not float32 on the CPU, or k * 64 > n: torch sorts otherwise)."""
-    if (library() is None or scores.dtype != torch.float32 or scores.device.type != "cpu" or scores.dim() != 2
-            or not 1 <= k or k * 64 > scores.shape[1]):
+    if (
+        library() is None
+        or scores.dtype != torch.float32
+        or scores.device.type != "cpu"
+        or scores.dim() != 2
+        or not 1 <= k
+        or k * 64 > scores.shape[1]
+    ):
         return None
     rows, n = scores.shape
     scores = scores.contiguous()
-    exclude_ptr = _ids("topk", "exclude_ptr", exclude_ptr, (rows + 1,), "(B + 1,)", len(excluded) + 1,
-                       f"{len(excluded)} excluded items")
+    exclude_ptr = _ids(
+        "topk",
+        "exclude_ptr",
+        exclude_ptr,
+        (rows + 1,),
+        "(B + 1,)",
+        len(excluded) + 1,
+        f"{len(excluded)} excluded items",
+    )
     if rows and (int(exclude_ptr[0]) != 0 or bool((exclude_ptr[1:] < exclude_ptr[:-1]).any())):
         raise ValueError("topk: exclude_ptr must start at 0 and never decrease")
     excluded = _ids("topk", "excluded", excluded, (excluded.numel(),), "(E,)", n, f"the rows have {n} items")
     values = torch.empty(rows, k, dtype=torch.float32)
     indices = torch.empty(rows, k, dtype=torch.int64)
-    bad = _loaded().topk_rows(scores.data_ptr(), rows, n, k, exclude_ptr.data_ptr(), excluded.data_ptr(),
-                              values.data_ptr(), indices.data_ptr(), _threads(rows * n // 1024))
+    bad = _loaded().topk_rows(
+        scores.data_ptr(),
+        rows,
+        n,
+        k,
+        exclude_ptr.data_ptr(),
+        excluded.data_ptr(),
+        values.data_ptr(),
+        indices.data_ptr(),
+        _threads(rows * n // 1024),
+    )
     return int(bad) if bad else (values, indices)
 
 
-def _grouped(function: str, table: torch.Tensor, users: torch.Tensor, order: torch.Tensor, start: torch.Tensor,
-             n_neg: int, check: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _grouped(
+    function: str,
+    table: torch.Tensor,
+    users: torch.Tensor,
+    order: torch.Tensor,
+    start: torch.Tensor,
+    n_neg: int,
+    check: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ids of the grouped layout (:func:`grouped_scores`): users (B,) within the table's k rows (checked here),
     order (B * (2 + N),) and start (k + 1,) of int64 on the CPU. The values of order and start are checked by the
     kernel as it reads them; where it found one outside its range, ``check=True`` names it: order within its own
@@ -342,11 +451,20 @@ def _grouped(function: str, table: torch.Tensor, users: torch.Tensor, order: tor
     batch = users.numel()
     occurrences = batch * (2 + n_neg)
     users = _ids(function, "users", users, (batch,), "(B,)", k, f"the table has {k} rows")
-    for name, tensor, shape, meaning in (("order", order, (occurrences,), "(B * (2 + N),)"),
-                                         ("start", start, (k + 1,), "(k + 1,)")):
+    for name, tensor, shape, meaning in (
+        ("order", order, (occurrences,), "(B * (2 + N),)"),
+        ("start", start, (k + 1,), "(k + 1,)"),
+    ):
         if tensor.dtype != torch.int64 or tensor.device.type != "cpu" or tensor.shape != shape or check:
-            _ids(function, name, tensor, shape, meaning, occurrences + (name == "start"),
-                 f"the batch has {occurrences} occurrences")
+            _ids(
+                function,
+                name,
+                tensor,
+                shape,
+                meaning,
+                occurrences + (name == "start"),
+                f"the batch has {occurrences} occurrences",
+            )
     if check:
         if bool((start[1:] < start[:-1]).any()):
             raise ValueError(f"{function}: start must not decrease")
@@ -354,8 +472,9 @@ def _grouped(function: str, table: torch.Tensor, users: torch.Tensor, order: tor
     return users, order.contiguous(), start.contiguous()
 
 
-def grouped_scores(table: torch.Tensor, users: torch.Tensor, order: torch.Tensor, start: torch.Tensor,
-                   n_neg: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+def grouped_scores(
+    table: torch.Tensor, users: torch.Tensor, order: torch.Tensor, start: torch.Tensor, n_neg: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The scores pos (B,), neg (B, N) of :func:`batch_scores` for a batch in the grouped layout: rows of the
     (k, d) ``table`` of the batch's distinct rows (normalised, for cosine); ``users`` (B,) the users' rows, and
     the occurrences [users (B) | positives (B) | negatives (B x N)] of row s are ``order[start[s]:start[s + 1]]``
@@ -367,15 +486,31 @@ def grouped_scores(table: torch.Tensor, users: torch.Tensor, order: torch.Tensor
     batch = len(users)
     pos = torch.empty(batch, dtype=torch.float32)
     neg = torch.empty(batch, n_neg, dtype=torch.float32)
-    if _loaded().grouped_scores(table.data_ptr(), table.shape[1], users.data_ptr(), order.data_ptr(),
-                                start.data_ptr(), table.shape[0], batch, n_neg, pos.data_ptr(), neg.data_ptr(),
-                                _threads(len(order))):
+    if _loaded().grouped_scores(
+        table.data_ptr(),
+        table.shape[1],
+        users.data_ptr(),
+        order.data_ptr(),
+        start.data_ptr(),
+        table.shape[0],
+        batch,
+        n_neg,
+        pos.data_ptr(),
+        neg.data_ptr(),
+        _threads(len(order)),
+    ):
         _grouped("grouped_scores", table, users, order, start, n_neg, check=True)  # raises
     return pos, neg
 
 
-def grouped_scores_backward(table: torch.Tensor, users: torch.Tensor, order: torch.Tensor, start: torch.Tensor,
-                            grad_pos: torch.Tensor, grad_neg: torch.Tensor) -> torch.Tensor | None:
+def grouped_scores_backward(
+    table: torch.Tensor,
+    users: torch.Tensor,
+    order: torch.Tensor,
+    start: torch.Tensor,
+    grad_pos: torch.Tensor,
+    grad_neg: torch.Tensor,
+) -> torch.Tensor | None:
     """The gradient (k, d) of :func:`grouped_scores` with respect to the table's rows, from grad_pos (B,) and
     grad_neg (B, N). ``None`` where the kernels do not apply."""
     if not _applies(table):
@@ -388,9 +523,22 @@ def grouped_scores_backward(table: torch.Tensor, users: torch.Tensor, order: tor
     grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
     grads = torch.empty(k, d, dtype=torch.float32)  # both written by the kernel
     user_grads = torch.empty(PARTS, batch, d, dtype=torch.float32)  # one (B, d) block per part, added in order
-    if _loaded().grouped_scores_backward(table.data_ptr(), d, users.data_ptr(), order.data_ptr(), start.data_ptr(),
-                                         k, batch, n_neg, grad_pos.data_ptr(), grad_neg.data_ptr(),
-                                         grads.data_ptr(), user_grads.data_ptr(), PARTS, _threads(len(order))):
+    if _loaded().grouped_scores_backward(
+        table.data_ptr(),
+        d,
+        users.data_ptr(),
+        order.data_ptr(),
+        start.data_ptr(),
+        k,
+        batch,
+        n_neg,
+        grad_pos.data_ptr(),
+        grad_neg.data_ptr(),
+        grads.data_ptr(),
+        user_grads.data_ptr(),
+        PARTS,
+        _threads(len(order)),
+    ):
         _grouped(function, table, users, order, start, n_neg, check=True)  # raises
     return grads
 
@@ -406,8 +554,9 @@ def normalize(weight: torch.Tensor, ids: torch.Tensor | None = None) -> tuple[to
         ids = _ids("normalize", "ids", ids, (ids.numel(),), "(k,)", n, f"the table has {n} rows")
     k = n if ids is None else len(ids)
     unit, norms = torch.empty(k, d, dtype=torch.float32), torch.empty(k, dtype=torch.float32)
-    _loaded().normalize_rows(weight.data_ptr(), None if ids is None else ids.data_ptr(), k, d, unit.data_ptr(),
-                             norms.data_ptr(), _threads(k))
+    _loaded().normalize_rows(
+        weight.data_ptr(), None if ids is None else ids.data_ptr(), k, d, unit.data_ptr(), norms.data_ptr(), _threads(k)
+    )
     return unit, norms
 
 

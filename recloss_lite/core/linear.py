@@ -80,8 +80,10 @@ _TINY = 1e-30
 
 def _check_finite(values: np.ndarray, what: str) -> None:
     """ValueError naming ``what`` and how many of ``values`` are NaN or inf (counted in row blocks)."""
-    bad = sum(int(np.count_nonzero(~np.isfinite(values[start:start + _BLOCK_ROWS])))
-              for start in range(0, len(values), _BLOCK_ROWS))
+    bad = sum(
+        int(np.count_nonzero(~np.isfinite(values[start : start + _BLOCK_ROWS])))
+        for start in range(0, len(values), _BLOCK_ROWS)
+    )
     if bad:
         raise ValueError(f"{what} holds {bad} non-finite values (NaN or inf) among its {values.size} values")
 
@@ -111,16 +113,14 @@ def _check_positive(**values: float) -> None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _torch_csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
-               shape: tuple[int, int]) -> torch.Tensor:
+def _torch_csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Torch sparse CSR tensor from valid (sorted, in-range) index arrays; silences torch's 'beta' notice."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
-def _row_l2(counts: np.ndarray, n_cols: int, unobserved_weight: float, l2: float,
-            reg_exponent: float) -> np.ndarray:
+def _row_l2(counts: np.ndarray, n_cols: int, unobserved_weight: float, l2: float, reg_exponent: float) -> np.ndarray:
     """l2_u = l2 * (n_u + w0 * n_cols)^reg_exponent per row (Rendle et al. 2021's frequency scaling)."""
     return l2 * (counts + unobserved_weight * n_cols) ** reg_exponent
 
@@ -145,8 +145,14 @@ class _Rows:
         return torch.sparse.sampled_addmm(pattern, rows, fixed.T, beta=0.0).values()
 
 
-def _as_rows(confidence: sp.csr_matrix, unobserved_weight: float, l2: float, reg_exponent: float,
-             dtype: torch.dtype, device: torch.device | str = "cpu") -> _Rows:
+def _as_rows(
+    confidence: sp.csr_matrix,
+    unobserved_weight: float,
+    l2: float,
+    reg_exponent: float,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+) -> _Rows:
     """Torch form of a (canonical CSR) confidence matrix, in ``dtype`` on ``device``."""
     counts = np.diff(confidence.indptr)
     l2_rows = _row_l2(counts, confidence.shape[1], unobserved_weight, l2, reg_exponent)
@@ -159,8 +165,9 @@ def _as_rows(confidence: sp.csr_matrix, unobserved_weight: float, l2: float, reg
     )
 
 
-def _solve_cg(rows: _Rows, fixed: torch.Tensor, unobserved_weight: float, initial: torch.Tensor,
-              steps: int) -> torch.Tensor:
+def _solve_cg(
+    rows: _Rows, fixed: torch.Tensor, unobserved_weight: float, initial: torch.Tensor, steps: int
+) -> torch.Tensor:
     """``steps`` conjugate-gradient steps on all rows' normal equations at once, from ``initial`` (n_rows, k).
 
     A p = w0 p (FᵀF) + l2_u p + sum_i (c_ui - w0) (f_i . p) f_i: the dense Gramian part is one (n_rows, k) @
@@ -229,8 +236,9 @@ def _solve_cholesky(rows: _Rows, fixed: torch.Tensor, unobserved_weight: float) 
     return solution
 
 
-def _solve(rows: _Rows, fixed: torch.Tensor, unobserved_weight: float, solver: str, initial: torch.Tensor,
-           cg_steps: int) -> torch.Tensor:
+def _solve(
+    rows: _Rows, fixed: torch.Tensor, unobserved_weight: float, solver: str, initial: torch.Tensor, cg_steps: int
+) -> torch.Tensor:
     if solver == "cg":
         return _solve_cg(rows, fixed, unobserved_weight, initial, cg_steps)
     return _solve_cholesky(rows, fixed, unobserved_weight)
@@ -243,9 +251,16 @@ def _check_solver(solver: str, cg_steps: int) -> None:
         raise ValueError(f"cg_steps={cg_steps}: must be an integer >= 1")
 
 
-def ials_solve(confidence: sp.spmatrix, fixed: torch.Tensor, unobserved_weight: float, l2: float,
-               solver: str = "cholesky", initial: torch.Tensor | None = None, cg_steps: int = 3,
-               reg_exponent: float = 0.0) -> torch.Tensor:
+def ials_solve(
+    confidence: sp.spmatrix,
+    fixed: torch.Tensor,
+    unobserved_weight: float,
+    l2: float,
+    solver: str = "cholesky",
+    initial: torch.Tensor | None = None,
+    cg_steps: int = 3,
+    reg_exponent: float = 0.0,
+) -> torch.Tensor:
     """One iALS half-step: each row's least-squares solution with the other side ``fixed``.
 
     Row u minimises ``sum_{i in P_u} c_ui (f_i.x - 1)^2 + w0 sum_{j not in P_u} (f_j.x)^2 + l2_u |x|^2``
@@ -257,8 +272,10 @@ def ials_solve(confidence: sp.spmatrix, fixed: torch.Tensor, unobserved_weight: 
     _check_solver(solver, cg_steps)
     matrix = _check_matrix(confidence, "confidence")
     if fixed.ndim != 2 or fixed.shape[0] != matrix.shape[1]:
-        raise ValueError(f"fixed has shape {tuple(fixed.shape)}; expected ({matrix.shape[1]}, k) for "
-                         f"confidence of shape {matrix.shape}")
+        raise ValueError(
+            f"fixed has shape {tuple(fixed.shape)}; expected ({matrix.shape[1]}, k) for "
+            f"confidence of shape {matrix.shape}"
+        )
     if matrix.nnz and matrix.data.min() <= 0:
         raise ValueError("confidence: observed entries need c_ui > 0")
     _check_positive(l2=l2)
@@ -299,9 +316,20 @@ class IALS:
 
     name = "ials"
 
-    def __init__(self, factors: int = 64, alpha: float = 0.0, l2: float = 3.0, unobserved_weight: float = 0.01,
-                 iterations: int = 10, solver: str = "cg", cg_steps: int = 3, reg_exponent: float = 0.0,
-                 init_std: float = 0.01, seed: int = 0, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        factors: int = 64,
+        alpha: float = 0.0,
+        l2: float = 3.0,
+        unobserved_weight: float = 0.01,
+        iterations: int = 10,
+        solver: str = "cg",
+        cg_steps: int = 3,
+        reg_exponent: float = 0.0,
+        init_std: float = 0.01,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
         if isinstance(factors, bool) or not isinstance(factors, int) or factors < 1:
             raise ValueError(f"factors={factors}: must be an integer >= 1")
         if not alpha > -1:
@@ -336,11 +364,16 @@ class IALS:
             confidence.data = 1.0 + self.alpha * confidence.data
         else:
             confidence = _check_matrix(weights, "weights").astype(np.float32)
-            same = (confidence.shape == matrix.shape and np.array_equal(confidence.indptr, matrix.indptr)
-                    and np.array_equal(confidence.indices, matrix.indices))
+            same = (
+                confidence.shape == matrix.shape
+                and np.array_equal(confidence.indptr, matrix.indptr)
+                and np.array_equal(confidence.indices, matrix.indices)
+            )
             if not same:
-                raise ValueError(f"weights (shape {confidence.shape}, {confidence.nnz} entries) must have "
-                                 f"the pattern of train (shape {matrix.shape}, {matrix.nnz} entries)")
+                raise ValueError(
+                    f"weights (shape {confidence.shape}, {confidence.nnz} entries) must have "
+                    f"the pattern of train (shape {matrix.shape}, {matrix.nnz} entries)"
+                )
         if confidence.nnz and confidence.data.min() <= 0:
             raise ValueError("weights: every observed entry needs a confidence > 0")
         args = (self.unobserved_weight, self.l2, self.reg_exponent, torch.float32, self.device)
@@ -359,22 +392,31 @@ class IALS:
         FloatingPointError if a factor became NaN or inf (the solves diverged: raise ``l2``)."""
         if self._users is None or self._items is None or self.user_factors is None or self.item_factors is None:
             raise ValueError("call fit(train) or start(train) before fit_iteration()")
-        self.user_factors = _solve(self._users, self.item_factors, self.unobserved_weight, self.solver,
-                                   self.user_factors, self.cg_steps)
-        self.item_factors = _solve(self._items, self.user_factors, self.unobserved_weight, self.solver,
-                                   self.item_factors, self.cg_steps)
+        self.user_factors = _solve(
+            self._users, self.item_factors, self.unobserved_weight, self.solver, self.user_factors, self.cg_steps
+        )
+        self.item_factors = _solve(
+            self._items, self.user_factors, self.unobserved_weight, self.solver, self.item_factors, self.cg_steps
+        )
         self._sweeps += 1
-        bad = {side: int((~torch.isfinite(factors)).sum())
-               for side, factors in (("user", self.user_factors), ("item", self.item_factors))}
+        bad = {
+            side: int((~torch.isfinite(factors)).sum())
+            for side, factors in (("user", self.user_factors), ("item", self.item_factors))
+        }
         if any(bad.values()):
             raise FloatingPointError(
                 f"iALS sweep {self._sweeps}: {bad['user']} user and {bad['item']} item factor values are NaN or "
                 f"inf; the least-squares solves diverged: use a larger l2 (now {self.l2}) or smaller "
-                f"confidences / unobserved_weight (now {self.unobserved_weight})")
+                f"confidences / unobserved_weight (now {self.unobserved_weight})"
+            )
         return self
 
-    def fit(self, train: sp.spmatrix, weights: sp.spmatrix | None = None,
-            callback: Callable[[int, IALS], object] | None = None) -> IALS:
+    def fit(
+        self,
+        train: sp.spmatrix,
+        weights: sp.spmatrix | None = None,
+        callback: Callable[[int, IALS], object] | None = None,
+    ) -> IALS:
         """``start`` then ``iterations`` sweeps; ``callback(iteration, self)`` (1-based) after each sweep."""
         self.start(train, weights)
         for iteration in range(1, self.iterations + 1):
@@ -410,8 +452,14 @@ class IALS:
             return self.user_factors[users.to(self.device)] @ self.item_factors.T
 
 
-def bench_ials(dataset: str | data.Dataset, factors: int = 64, iterations: int = 3, solver: str = "cg",
-               cg_steps: int = 3, device: str = "cpu") -> dict[str, float | int | str]:
+def bench_ials(
+    dataset: str | data.Dataset,
+    factors: int = 64,
+    iterations: int = 3,
+    solver: str = "cg",
+    cg_steps: int = 3,
+    device: str = "cpu",
+) -> dict[str, float | int | str]:
     """Time iALS sweeps (users + items) on a data set: a name for :func:`recloss_lite.core.data.load` or a Dataset.
 
     Returns ``seconds_per_iteration`` (the median over ``iterations`` sweeps after the set-up),
@@ -432,9 +480,15 @@ def bench_ials(dataset: str | data.Dataset, factors: int = 64, iterations: int =
             torch.cuda.synchronize(model.device)
         seconds.append(time.perf_counter() - start)
     return {
-        "dataset": ds.name, "users": ds.train.shape[0], "items": ds.train.shape[1],
-        "interactions": ds.train.nnz, "factors": factors, "solver": solver, "cg_steps": cg_steps,
-        "threads": torch.get_num_threads(), "setup_seconds": setup,
+        "dataset": ds.name,
+        "users": ds.train.shape[0],
+        "items": ds.train.shape[1],
+        "interactions": ds.train.nnz,
+        "factors": factors,
+        "solver": solver,
+        "cg_steps": cg_steps,
+        "threads": torch.get_num_threads(),
+        "setup_seconds": setup,
         "seconds_per_iteration": float(np.median(seconds)),
     }
 
@@ -462,8 +516,9 @@ def ease_memory_bytes(n_items: int, itemsize: int = 4, n_users: int | None = Non
     return needed
 
 
-def check_ease_memory(n_items: int, itemsize: int = 4, available: int | None = None,
-                      n_users: int | None = None) -> None:
+def check_ease_memory(
+    n_items: int, itemsize: int = 4, available: int | None = None, n_users: int | None = None
+) -> None:
     """Raise MemoryError, before allocating anything, if EASE on ``n_items`` items needs more than available."""
     needed = ease_memory_bytes(n_items, itemsize, n_users)
     available = memory_available_bytes() if available is None else available
@@ -493,7 +548,7 @@ def _symmetrize_from_upper(matrix: np.ndarray) -> None:
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, n)
         for top in range(0, start, _BLOCK_ROWS):
-            matrix[start:stop, top:top + _BLOCK_ROWS] = matrix[top:top + _BLOCK_ROWS, start:stop].T
+            matrix[start:stop, top : top + _BLOCK_ROWS] = matrix[top : top + _BLOCK_ROWS, start:stop].T
         tile = matrix[start:stop, start:stop]
         tile[...] = np.triu(tile) + np.triu(tile, 1).T
 
@@ -595,8 +650,12 @@ def _ease_weights_torch(train: sp.csr_matrix, l2: float, device: torch.device) -
 
 def _to_torch_csr(rows: sp.csr_matrix, device: torch.device | str = "cpu") -> torch.Tensor:
     """A scipy CSR matrix as a torch sparse CSR tensor on ``device``."""
-    return _torch_csr(torch.from_numpy(rows.indptr.astype(np.int64)), torch.from_numpy(rows.indices.astype(np.int64)),
-                      torch.from_numpy(rows.data), rows.shape).to(device)
+    return _torch_csr(
+        torch.from_numpy(rows.indptr.astype(np.int64)),
+        torch.from_numpy(rows.indices.astype(np.int64)),
+        torch.from_numpy(rows.data),
+        rows.shape,
+    ).to(device)
 
 
 class EASE:
@@ -651,8 +710,9 @@ class EASE:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def debiased_weights(neg_weight: float, tau_plus: float, density: float, l2: float,
-                     model: str = "ials") -> dict[str, float]:
+def debiased_weights(
+    neg_weight: float, tau_plus: float, density: float, l2: float, model: str = "ials"
+) -> dict[str, float]:
     """Map the debiased-MSE objective onto a plain iALS / EASE problem with the same minimisers up to scale.
 
     Derived here (module docstring; Li & Jin 2312.08517 state the claim, their text was unavailable). With
@@ -702,8 +762,9 @@ def debiased_weights(neg_weight: float, tau_plus: float, density: float, l2: flo
 NEGATIVES = ("pairs", "rows")
 
 
-def debiased_mse_coefficients(train: np.ndarray, neg_weight: float, tau_plus: float,
-                              negatives: str = "pairs") -> tuple[np.ndarray, np.ndarray]:
+def debiased_mse_coefficients(
+    train: np.ndarray, neg_weight: float, tau_plus: float, negatives: str = "pairs"
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-entry coefficients of the full debiased-MSE objective, built term by term from the loss formula.
 
     Summing ``(s_ui - 1)^2 + w (E[s^2] - tau+ s_ui^2) / (1 - tau+)`` over the observed (u, i) of the dense 0/1
@@ -730,8 +791,9 @@ def debiased_mse_coefficients(train: np.ndarray, neg_weight: float, tau_plus: fl
     return quad, observed.copy()
 
 
-def solve_debiased_rows(train: np.ndarray, fixed: np.ndarray, neg_weight: float, tau_plus: float,
-                        l2: float, negatives: str = "pairs") -> np.ndarray:
+def solve_debiased_rows(
+    train: np.ndarray, fixed: np.ndarray, neg_weight: float, tau_plus: float, l2: float, negatives: str = "pairs"
+) -> np.ndarray:
     """Exact minimiser (n_users, k) of the debiased-MSE objective over the user factors, items ``fixed``.
 
     Dense float64 reference, independent of the iALS code: per user, (Fᵀ diag(quad_u) F + l2 I) x = Fᵀ lin_u

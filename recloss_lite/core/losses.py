@@ -51,10 +51,7 @@ _DEBIASED_BASES = ("infonce", "mine+", "mse", "ccl")
 DEBIASED_TAU_PLUS = 0.1
 DEFAULTS: dict[str, dict[str, float]] = {
     **_BASE_DEFAULTS,
-    **{
-        f"debiased-{base}": {**_BASE_DEFAULTS[base], "tau_plus": DEBIASED_TAU_PLUS}
-        for base in _DEBIASED_BASES
-    },
+    **{f"debiased-{base}": {**_BASE_DEFAULTS[base], "tau_plus": DEBIASED_TAU_PLUS} for base in _DEBIASED_BASES},
 }
 
 # Allowed range of each parameter: (low, high, low included, high included).
@@ -261,17 +258,13 @@ def _interval(bounds: tuple[float, float, bool, bool]) -> str:
 
 def _check_param(loss: str, param: str, value: Any, bounds: tuple[float, float, bool, bool]) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(
-            f"loss {loss!r}: parameter {param}={value!r} must be a real number in {_interval(bounds)}"
-        )
+        raise ValueError(f"loss {loss!r}: parameter {param}={value!r} must be a real number in {_interval(bounds)}")
     low, high, low_in, high_in = bounds
     value = float(value)
     above_low = value >= low if low_in else value > low
     below_high = value <= high if high_in else value < high
     if not (above_low and below_high):  # NaN fails both comparisons
-        raise ValueError(
-            f"loss {loss!r}: parameter {param}={value!r} out of range; allowed: {_interval(bounds)}"
-        )
+        raise ValueError(f"loss {loss!r}: parameter {param}={value!r} out of range; allowed: {_interval(bounds)}")
     return value
 
 
@@ -336,8 +329,7 @@ def make(name: str, *, check_finite: bool = True, **params: float) -> Loss:
     unknown = sorted(set(params) - set(spec.defaults))
     if unknown:
         raise ValueError(
-            f"loss {name!r}: unknown parameter(s) {', '.join(unknown)}; "
-            f"its parameters: {', '.join(spec.defaults)}"
+            f"loss {name!r}: unknown parameter(s) {', '.join(unknown)}; its parameters: {', '.join(spec.defaults)}"
         )
     checked = {
         param: _check_param(
@@ -360,8 +352,7 @@ def _describe(tensor: Any) -> str:
 def _check_scores(name: str, pos: Any, neg: Any) -> None:
     if not isinstance(pos, Tensor) or not isinstance(neg, Tensor):
         raise ValueError(
-            f"loss {name!r}: pos and neg must be torch tensors; "
-            f"got pos {_describe(pos)}, neg {_describe(neg)}"
+            f"loss {name!r}: pos and neg must be torch tensors; got pos {_describe(pos)}, neg {_describe(neg)}"
         )
     if pos.ndim != 1 or neg.ndim != 2 or neg.shape[0] != pos.shape[0] or neg.shape[1] == 0:
         raise ValueError(
@@ -389,9 +380,7 @@ def _check_finite(name: str, tensors: dict[str, Tensor]) -> None:
             )
 
 
-def _log_q(
-    name: str, base: str, pos: Tensor, neg: Tensor, extra: dict[str, Tensor]
-) -> tuple[Tensor, Tensor] | None:
+def _log_q(name: str, base: str, pos: Tensor, neg: Tensor, extra: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
     """The softmax's (log_q_pos (B,), log_q_neg (B, N)), zeros where omitted; None for the other losses."""
     form = _FORMS[base]
     allowed = _LOG_Q_ARGS if isinstance(form, _ExpForm) and form.log_q else ()
@@ -425,9 +414,7 @@ def log_debiased_mean(log_mean: Tensor, log_pos_mean: Tensor, weight: float, log
     """
     log_pos_part = math.log(weight) + log_pos_mean
     # estimate > floor  <=>  e^m > weight e^p + (1 - weight) e^{log_floor}
-    above_floor = log_mean > torch.logaddexp(
-        log_pos_part, torch.full_like(log_mean, math.log1p(-weight) + log_floor)
-    )
+    above_floor = log_mean > torch.logaddexp(log_pos_part, torch.full_like(log_mean, math.log1p(-weight) + log_floor))
     gap = torch.where(above_floor, log_pos_part - log_mean, -1.0)  # < 0 on the rows that use it
     safe_mean = torch.where(above_floor, log_mean, 0.0)
     unclamped = safe_mean + torch.log(-torch.expm1(gap)) - math.log1p(-weight)
@@ -494,9 +481,7 @@ def _gaussian_phi_mean(kind: str, mean: float, std: float, tau: float, margin: f
     if kind == "mse":
         return mean**2 + std**2
     z = (mean - margin) / std  # ccl: E[relu(s - margin)]
-    return (mean - margin) * 0.5 * math.erfc(-z / math.sqrt(2.0)) + std * math.exp(-0.5 * z**2) / math.sqrt(
-        2 * math.pi
-    )
+    return (mean - margin) * 0.5 * math.erfc(-z / math.sqrt(2.0)) + std * math.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
 
 
 def debiasing_monte_carlo(
@@ -536,14 +521,10 @@ def debiasing_monte_carlo(
     spec = _spec(loss)
     form = _FORMS[spec.base]
     if isinstance(form, _PlainForm) and form.phi_uses_positive:
-        raise ValueError(
-            f"loss {loss!r}: its phi depends on the positive score; use an exp-family loss, mse or ccl"
-        )
+        raise ValueError(f"loss {loss!r}: its phi depends on the positive score; use an exp-family loss, mse or ccl")
     kind = "exp" if isinstance(form, _ExpForm) else spec.base
     tau_plus_true = _check_param(loss, "tau_plus_true", tau_plus_true, _RANGES["tau_plus"])
-    tau_plus = (
-        tau_plus_true if tau_plus is None else _check_param(loss, "tau_plus", tau_plus, _RANGES["tau_plus"])
-    )
+    tau_plus = tau_plus_true if tau_plus is None else _check_param(loss, "tau_plus", tau_plus, _RANGES["tau_plus"])
     tau = _check_param(loss, "tau", tau, _RANGES["tau"])
     margin = _check_param(loss, "margin", margin, _RANGES["margin"])
     std = _check_param(loss, "std", std, _RANGES["tau"])

@@ -82,16 +82,18 @@ def _entries(matrix: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor,
     return torch.from_numpy(rows).to(device), torch.from_numpy(matrix.indices.astype(np.int64)).to(device)
 
 
-def _ranked(scores: torch.Tensor, exclude: sp.csr_matrix | None, depth: int, users: np.ndarray | None,
-            owned: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _ranked(
+    scores: torch.Tensor, exclude: sp.csr_matrix | None, depth: int, users: np.ndarray | None, owned: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.topk(scores, depth, dim=1)`` with the ``exclude`` entries at -inf, after :func:`_check_finite` (which
     raises for NaN / inf, naming ``users``). The compiled :func:`.kernels.topk` does all three in one pass over a
     float32 CPU matrix without writing it (same values and indices, ties in torch's order); otherwise ``scores`` is
     masked in place where it is ``owned``, else in a copy."""
     if exclude is not None:
         exclude = exclude if exclude.has_sorted_indices else exclude.sorted_indices()
-        pointers, excluded = (torch.from_numpy(part.astype(np.int64, copy=False))
-                              for part in (exclude.indptr, exclude.indices))
+        pointers, excluded = (
+            torch.from_numpy(part.astype(np.int64, copy=False)) for part in (exclude.indptr, exclude.indices)
+        )
     else:
         pointers, excluded = torch.zeros(scores.shape[0] + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
     fast = kernels.topk(scores, depth, pointers, excluded)
@@ -106,8 +108,12 @@ def _ranked(scores: torch.Tensor, exclude: sp.csr_matrix | None, depth: int, use
 
 
 def _per_row_metrics(
-    scores: torch.Tensor, test: sp.csr_matrix, exclude: sp.csr_matrix | None, ks: tuple[int, ...],
-    users: np.ndarray | None = None, owned: bool = True,
+    scores: torch.Tensor,
+    test: sp.csr_matrix,
+    exclude: sp.csr_matrix | None,
+    ks: tuple[int, ...],
+    users: np.ndarray | None = None,
+    owned: bool = True,
 ) -> dict[str, np.ndarray]:
     """Every metric at every cut-off for each row of ``scores`` (U, I); NaN for rows with an empty test set.
 
@@ -149,9 +155,7 @@ def _per_row_metrics(
     return result
 
 
-def _mean_over_rows(
-    parts: list[dict[str, np.ndarray]], keys: Sequence[str] | None = None
-) -> dict[str, float]:
+def _mean_over_rows(parts: list[dict[str, np.ndarray]], keys: Sequence[str] | None = None) -> dict[str, float]:
     """Average per-row metrics (concatenated over batches) over the rows with a non-empty test set."""
     keys = list(parts[0]) if keys is None else list(keys)
     columns = {key: np.concatenate([part[key] for part in parts]) for key in keys}
@@ -205,8 +209,7 @@ def _scores_for(score_fn: ScoreFn, users: np.ndarray, n_items: int, check: bool 
     scores = score_fn(torch.from_numpy(users))
     if tuple(scores.shape) != (len(users), n_items):
         raise ValueError(
-            f"score_fn returned shape {tuple(scores.shape)} for {len(users)} users; "
-            f"expected {(len(users), n_items)}"
+            f"score_fn returned shape {tuple(scores.shape)} for {len(users)} users; expected {(len(users), n_items)}"
         )
     if check:
         _check_finite(scores, users)

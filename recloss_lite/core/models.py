@@ -31,8 +31,9 @@ class MF(torch.nn.Module):
 
     name = "mf"
 
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, similarity: str = "dot",
-                 init_std: float = 0.1, seed: int = 0) -> None:
+    def __init__(
+        self, n_users: int, n_items: int, dim: int = 64, similarity: str = "dot", init_std: float = 0.1, seed: int = 0
+    ) -> None:
         super().__init__()
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity={similarity!r}: allowed values are {SIMILARITIES}")
@@ -74,12 +75,13 @@ class MF(torch.nn.Module):
     @torch.no_grad()
     def scores(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every item for ``users`` (U,) -> (U, n_items): the evaluation contract."""
-        items = self.normalize(self.weight[self.n_users:])
+        items = self.normalize(self.weight[self.n_users :])
         return self.user_vectors(users) @ items.T
 
 
-def batch_scores(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,
-                 shared: bool, in_batch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_scores(
+    users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None, shared: bool, in_batch: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive and negative scores of a batch from similarity-ready vectors.
 
     users (B, d), positives (B, d); negatives (B, N, d) per row, (N, d) shared, or ignored when ``in_batch`` (each

@@ -65,16 +65,25 @@ class NegativeSampler:
             sampling stays there.
     """
 
-    def __init__(self, train: sp.csr_matrix, kind: str = "uniform", num_negatives: int = 1,
-                 shared: bool = False, alpha: float = 0.75, candidates: int = 4,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        train: sp.csr_matrix,
+        kind: str = "uniform",
+        num_negatives: int = 1,
+        shared: bool = False,
+        alpha: float = 0.75,
+        candidates: int = 4,
+        device: torch.device | str = "cpu",
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"sampler={kind!r}: allowed values are {KINDS}")
         if num_negatives < 1:
             raise ValueError(f"num_negatives={num_negatives}: must be >= 1")
         if kind in ("uniform-exclude", "dns") and shared:
-            raise ValueError(f"sampler={kind!r} picks each row's negatives for its own user, so it needs per-row "
-                             "negatives: use shared=False (or sampler='uniform' with shared negatives)")
+            raise ValueError(
+                f"sampler={kind!r} picks each row's negatives for its own user, so it needs per-row "
+                "negatives: use shared=False (or sampler='uniform' with shared negatives)"
+            )
         if candidates < 1:
             raise ValueError(f"candidates={candidates}: must be >= 1")
         if not 0.0 <= alpha <= 2.0:
@@ -110,8 +119,13 @@ class NegativeSampler:
         position = torch.searchsorted(self.interaction_keys, keys).clamp_(max=len(self.interaction_keys) - 1)
         return self.interaction_keys[position] == keys
 
-    def sample(self, users: torch.Tensor, pos_items: torch.Tensor, generator: torch.Generator,
-               scorer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Negatives:
+    def sample(
+        self,
+        users: torch.Tensor,
+        pos_items: torch.Tensor,
+        generator: torch.Generator,
+        scorer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> Negatives:
         """Negatives for a batch: users (B,), pos_items (B,) -> :class:`Negatives`. ``dns`` needs ``scorer(users
         (B,), items (B, K)) -> (B, K)``, the current model's scores (e.g. :meth:`~.models.MF.row_scores`).
         """

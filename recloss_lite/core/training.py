@@ -58,8 +58,9 @@ class RowAdam:
     updates exactly those rows, in one compiled pass where the kernels are available.
     """
 
-    def __init__(self, weight: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self, weight: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
         self.moments = torch.zeros(weight.shape[0], 2, weight.shape[1], dtype=weight.dtype, device=weight.device)
         self.steps = 0
@@ -86,8 +87,9 @@ class RowAdam:
         return self.weight.detach().index_select(0, ids).requires_grad_(True)
 
     @torch.no_grad()
-    def step(self, ids: torch.Tensor, grads: torch.Tensor, unique: bool = False,
-             decay: torch.Tensor | None = None) -> None:
+    def step(
+        self, ids: torch.Tensor, grads: torch.Tensor, unique: bool = False, decay: torch.Tensor | None = None
+    ) -> None:
         """Apply one Adam step to rows ``ids`` (K,) with gradients ``grads`` (K, d). Gradients of duplicate ids are
         summed; ``unique=True`` says ``ids`` has none (as from :meth:`distinct`) and skips that work. ``decay``
         (K,), with distinct ids only, adds the L2 gradient ``decay[r] * w_r`` to row r's gradient."""
@@ -95,9 +97,10 @@ class RowAdam:
         if not unique:
             ids, inverse, _ = self.distinct(ids)
             grads = torch.zeros(len(ids), grads.shape[1], dtype=grads.dtype, device=grads.device).index_add_(
-                0, inverse, grads)
+                0, inverse, grads
+            )
         beta1, beta2 = self.betas
-        step_size = self.lr * math.sqrt(1 - beta2 ** self.steps) / (1 - beta1 ** self.steps)
+        step_size = self.lr * math.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
         if kernels.row_adam(self.weight.data, self.moments, ids, grads, decay, beta1, beta2, self.eps, step_size):
             return
         if decay is not None:
@@ -137,8 +140,10 @@ def check_model_params(model: str, params: dict) -> None:
     cls = _model_class(model)
     if cls is None:
         if params:
-            raise ValueError(f"model_params {sorted(params)}: model 'mf' takes none (its settings are options: "
-                             "--l2, --dim, --init-std, ...)")
+            raise ValueError(
+                f"model_params {sorted(params)}: model 'mf' takes none (its settings are options: "
+                "--l2, --dim, --init-std, ...)"
+            )
         return
     signature = inspect.signature(cls).parameters  # the constructor's, without self
     allowed = {name: p.default for name, p in signature.items() if name not in _DRIVER_FILLS}
@@ -215,14 +220,21 @@ class TrainConfig:
         if not all(isinstance(k, int) and not isinstance(k, bool) for k in self.ks):
             raise ValueError(f"ks={self.ks!r}: must be integers")
         checks = [
-            ("dim", self.dim >= 1, ">= 1"), ("num_negatives", self.num_negatives >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 2, ">= 2"), ("lr", self.lr > 0, "> 0"), ("l2", self.l2 >= 0, ">= 0"),
-            ("lr_decay", 0 < self.lr_decay <= 1, "in (0, 1]"), ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
+            ("dim", self.dim >= 1, ">= 1"),
+            ("num_negatives", self.num_negatives >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 2, ">= 2"),
+            ("lr", self.lr > 0, "> 0"),
+            ("l2", self.l2 >= 0, ">= 0"),
+            ("lr_decay", 0 < self.lr_decay <= 1, "in (0, 1]"),
+            ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
-            ("epochs", self.epochs >= 1, ">= 1"), ("eval_every", self.eval_every >= 1, ">= 1"),
-            ("patience", self.patience >= 1, ">= 1"), ("valid_fraction", 0 < self.valid_fraction < 1, "in (0, 1)"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("eval_every", self.eval_every >= 1, ">= 1"),
+            ("patience", self.patience >= 1, ">= 1"),
+            ("valid_fraction", 0 < self.valid_fraction < 1, "in (0, 1)"),
             ("ks", len(self.ks) > 0 and min(self.ks) >= 1, "non-empty, each >= 1"),
-            ("init_std", self.init_std > 0, "> 0"), ("candidates", self.candidates >= 1, ">= 1"),
+            ("init_std", self.init_std > 0, "> 0"),
+            ("candidates", self.candidates >= 1, ">= 1"),
             ("pop_alpha", 0 <= self.pop_alpha <= 2, "in [0, 2]"),
             ("max_seconds", self.max_seconds is None or self.max_seconds > 0, "> 0 or None"),
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
@@ -230,16 +242,21 @@ class TrainConfig:
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: allowed range is {allowed}")
-        for name, value, choices in (("model", self.model, MODELS), ("sampler", self.sampler, KINDS),
-                                     ("lr_schedule", self.lr_schedule, SCHEDULES),
-                                     ("similarity", self.similarity, ("dot", "cosine"))):
+        for name, value, choices in (
+            ("model", self.model, MODELS),
+            ("sampler", self.sampler, KINDS),
+            ("lr_schedule", self.lr_schedule, SCHEDULES),
+            ("similarity", self.similarity, ("dot", "cosine")),
+        ):
             if value not in choices:
                 raise ValueError(f"{name}={value!r}: allowed values are {choices}")
         check_model_params(self.model, self.model_params)
         loss = losses.make(self.loss, **self.loss_params)  # fails now, with the loss module's message, not mid-run
         if self.sampler == "dns" and loss.name == "softmax":
-            raise ValueError("sampler='dns' has no closed-form sampling probability, which the softmax loss's log-Q "
-                             "correction needs: use sampler='uniform' or 'popularity' with loss='softmax'")
+            raise ValueError(
+                "sampler='dns' has no closed-form sampling probability, which the softmax loss's log-Q "
+                "correction needs: use sampler='uniform' or 'popularity' with loss='softmax'"
+            )
         if self.device not in ("cpu", "cuda") and not (self.device.startswith("cuda:") and self.device[5:].isdigit()):
             raise ValueError(f"device={self.device!r}: allowed values are cpu, cuda, cuda:N")
 
@@ -266,10 +283,16 @@ def git_commit() -> str:
     was when this process first asked: the code a process runs is the code it imported, even if HEAD moves on
     during a long run."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "recloss_lite"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "recloss_lite"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -307,14 +330,20 @@ def interaction_pairs(matrix: sp.csr_matrix, device: torch.device | str = "cpu")
     """(users, items) of every stored entry of a CSR matrix, as int64 tensors on ``device``."""
     matrix = matrix.tocsr()
     users = data_module.entry_rows(matrix)
-    return (torch.from_numpy(users).to(device),
-            torch.from_numpy(matrix.indices.astype(np.int64)).to(device))
+    return (torch.from_numpy(users).to(device), torch.from_numpy(matrix.indices.astype(np.int64)).to(device))
 
 
 def config_sampler(train: sp.csr_matrix, config: TrainConfig) -> NegativeSampler:
     """The negative sampler ``config`` asks for, over the training matrix ``train``, on the run's device."""
-    return NegativeSampler(train, config.sampler, config.num_negatives, config.shared_negatives, config.pop_alpha,
-                           config.candidates, device=config.device)
+    return NegativeSampler(
+        train,
+        config.sampler,
+        config.num_negatives,
+        config.shared_negatives,
+        config.pop_alpha,
+        config.candidates,
+        device=config.device,
+    )
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -337,9 +366,17 @@ class NamedLoss(Protocol):
     def __call__(self, pos: torch.Tensor, neg: torch.Tensor, **extra: Any) -> torch.Tensor: ...
 
 
-def train_epoch(model: MF, optimizer: RowAdam, loss_fn: NamedLoss, sampler: NegativeSampler,
-                users: torch.Tensor, items: torch.Tensor, config: TrainConfig, generator: torch.Generator,
-                progress: bool = False) -> float:
+def train_epoch(
+    model: MF,
+    optimizer: RowAdam,
+    loss_fn: NamedLoss,
+    sampler: NegativeSampler,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    progress: bool = False,
+) -> float:
     """One pass over the training pairs (on the model's device) in shuffled batches; returns the mean training loss.
 
     Everything stays on the device: the shuffle, the sampler, the loss accumulation and the optimiser; the only
@@ -358,9 +395,10 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: NamedLoss, sampler: Nega
     batches = range(0, len(order), config.batch_size)
     if progress:
         from tqdm.auto import tqdm
+
         batches = tqdm(batches, desc="batches", leave=False, mininterval=1.0)
     for start in batches:
-        batch_users, batch_items = users[start:start + config.batch_size], items[start:start + config.batch_size]
+        batch_users, batch_items = users[start : start + config.batch_size], items[start : start + config.batch_size]
         if len(batch_users) < 2:
             continue
         negatives = sampler.sample(batch_users, batch_items, generator, scorer=scorer)
@@ -374,8 +412,14 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: NamedLoss, sampler: Nega
         # take the batch's distinct rows, normalised once each, row by row (kernels.grouped_scores). Else autograd
         # through one leaf of the batch's distinct rows. Either way the loss is differentiated by autograd and every
         # row gets the sum of its occurrences' gradients.
-        per_row = (not negatives.shared and not negatives.in_batch and not config.dropout and device.type == "cpu"
-                   and model.weight.dtype == torch.float32 and kernels.library() is not None)
+        per_row = (
+            not negatives.shared
+            and not negatives.in_batch
+            and not config.dropout
+            and device.type == "cpu"
+            and model.weight.dtype == torch.float32
+            and kernels.library() is not None
+        )
         grouped = per_row and (model.similarity == "cosine" or negatives.items.shape[1] >= kernels.GROUPED_FROM)
         unique_ids, inverse, counts, *groups = optimizer.distinct(ids, grouped=grouped)
         grouped = bool(groups)  # the layout came with the distinct rows
@@ -418,15 +462,15 @@ def train_epoch(model: MF, optimizer: RowAdam, loss_fn: NamedLoss, sampler: Nega
             rows = optimizer.gather(unique_ids)
             slots = inverse.split([len(part) for part in parts])
             if config.dropout:  # per occurrence, before the similarity's normalisation
-                vectors = [model.normalize(_dropout(rows.index_select(0, s), config.dropout, generator))
-                           for s in slots]
+                vectors = [model.normalize(_dropout(rows.index_select(0, s), config.dropout, generator)) for s in slots]
             else:
                 normalized = model.normalize(rows)
                 vectors = [normalized.index_select(0, s) for s in slots]
             user_vectors, pos_vectors, *rest = vectors
             neg_vectors = rest[0].view(*negatives.items.shape, -1) if rest else None
-            pos, neg = batch_scores(user_vectors, pos_vectors, neg_vectors, shared=negatives.shared,
-                                    in_batch=negatives.in_batch)
+            pos, neg = batch_scores(
+                user_vectors, pos_vectors, neg_vectors, shared=negatives.shared, in_batch=negatives.in_batch
+            )
             loss = loss_fn(pos, neg, **extra)
             (grad,) = torch.autograd.grad(loss, rows)
         # LightGCN's L2 on the rows a batch touches: d/dw of l2 * 0.5 * ||w||^2 / B for each occurrence.
@@ -495,8 +539,9 @@ class MFTrainable:
         self.optimizer.lr = value
 
     def train_epoch(self, generator: torch.Generator, deadline: float | None) -> float:
-        return train_epoch(self.model, self.optimizer, self.loss_fn, self.sampler, self.users, self.items,
-                           self.config, generator)
+        return train_epoch(
+            self.model, self.optimizer, self.loss_fn, self.sampler, self.users, self.items, self.config, generator
+        )
 
     def scores(self, users: torch.Tensor) -> torch.Tensor:
         return self.model.scores(users.to(self.device))
@@ -580,8 +625,9 @@ class HDCCFTrainable:
 
     iterative, saves_state, generator_device = True, True, "cpu"
 
-    def __init__(self, config: TrainConfig, train: sp.csr_matrix, n_users: int, n_items: int,
-                 max_batches: int | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, train: sp.csr_matrix, n_users: int, n_items: int, max_batches: int | None = None
+    ) -> None:
         from .hdccf import HDCCF
 
         self.model = HDCCF(n_users, n_items, dim=config.dim, seed=config.seed, **config.model_params)
@@ -592,7 +638,8 @@ class HDCCFTrainable:
         tables = [value for name, value in params.items() if name.endswith(("_embedding", "_factor"))]
         dense = [value for name, value in params.items() if not name.endswith(("_embedding", "_factor"))]
         self.optimizers = [torch.optim.SparseAdam(tables, lr=config.lr)] + (
-            [torch.optim.Adam(dense, lr=config.lr)] if dense else [])
+            [torch.optim.Adam(dense, lr=config.lr)] if dense else []
+        )
 
     @property
     def lr(self) -> float:
@@ -640,7 +687,11 @@ class HDCCFTrainable:
 
 
 TRAINABLES: dict[str, type[MFTrainable | IALSTrainable | EASETrainable | HDCCFTrainable]] = {
-    "mf": MFTrainable, "ials": IALSTrainable, "ease": EASETrainable, "hdccf": HDCCFTrainable}
+    "mf": MFTrainable,
+    "ials": IALSTrainable,
+    "ease": EASETrainable,
+    "hdccf": HDCCFTrainable,
+}
 
 
 def make_trainable(config: TrainConfig, train: sp.csr_matrix, n_users: int, n_items: int, **options) -> Trainable:
@@ -667,9 +718,9 @@ class Evaluation:
 def full_ranking(config: TrainConfig, dataset: data_module.Dataset, iterative: bool = True) -> Evaluation:
     """The default :class:`Evaluation`: a ``valid_fraction`` validation split of train (none for a closed-form
     model, which trains on all of train), Recall/NDCG@ks by full ranking."""
+
     def ranking(train: sp.csr_matrix, test: sp.csr_matrix) -> Callable[[ScoreFn], dict]:
-        return lambda score_fn: metrics.evaluate(score_fn, train, test, ks=config.ks,
-                                                 batch_size=config.eval_batch_size)
+        return lambda score_fn: metrics.evaluate(score_fn, train, test, ks=config.ks, batch_size=config.eval_batch_size)
 
     test = ranking(dataset.train, dataset.test)
     key = f"recall@{config.ks[0]}"
@@ -681,8 +732,16 @@ def full_ranking(config: TrainConfig, dataset: data_module.Dataset, iterative: b
 
 def new_state() -> dict:
     """The driver's state of a run that has not trained yet (all plain values: saved in every checkpoint)."""
-    return {"epoch": 0, "history": [], "best_epoch": 0, "best_valid": -1.0, "stale": 0, "seconds": 0.0,
-            "lr_scale": 1.0, "commit": git_commit()}
+    return {
+        "epoch": 0,
+        "history": [],
+        "best_epoch": 0,
+        "best_valid": -1.0,
+        "stale": 0,
+        "seconds": 0.0,
+        "lr_scale": 1.0,
+        "commit": git_commit(),
+    }
 
 
 def _stop_reason(config: TrainConfig, state: dict, epochs: int, iterative: bool, budgeted: bool) -> str | None:
@@ -699,10 +758,19 @@ def _stop_reason(config: TrainConfig, state: dict, epochs: int, iterative: bool,
     return None
 
 
-def run_epochs(trainable: Trainable, config: TrainConfig, state: dict, *,
-               validate: Callable[[ScoreFn], dict] | None = None, key: str = "", lrs: list[float] | None = None,
-               best: dict | None = None, save: Callable[[dict, dict | None], None] | None = None,
-               progress: bool = False, label: str = "") -> tuple[dict, dict | None, str]:
+def run_epochs(
+    trainable: Trainable,
+    config: TrainConfig,
+    state: dict,
+    *,
+    validate: Callable[[ScoreFn], dict] | None = None,
+    key: str = "",
+    lrs: list[float] | None = None,
+    best: dict | None = None,
+    save: Callable[[dict, dict | None], None] | None = None,
+    progress: bool = False,
+    label: str = "",
+) -> tuple[dict, dict | None, str]:
     """Train ``trainable`` epoch by epoch until it stops; return (state, best model state, stop reason).
 
     Selection (``validate`` given): the rate of epoch e is ``config.lr_at(e)`` times the plateau factor (times
@@ -716,17 +784,21 @@ def run_epochs(trainable: Trainable, config: TrainConfig, state: dict, *,
     bar = None
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=epochs, initial=state["epoch"], desc=label)
     while (reason := _stop_reason(config, state, epochs, trainable.iterative, lrs is None)) is None:
         epoch = state["epoch"] + 1
         trainable.lr = lrs[epoch - 1] if lrs is not None else config.lr_at(epoch) * state["lr_scale"]
         started = time.perf_counter()
-        deadline = (started + config.max_seconds - state["seconds"]
-                    if config.max_seconds is not None and lrs is None else None)
+        deadline = (
+            started + config.max_seconds - state["seconds"] if config.max_seconds is not None and lrs is None else None
+        )
         loss = trainable.train_epoch(epoch_generator(config.seed, epoch, trainable.generator_device), deadline)
         if loss is not None and not math.isfinite(loss):
-            raise FloatingPointError(f"epoch {epoch}: the training loss is {loss}; lower lr={config.lr} or check "
-                                     f"the loss parameters {config.loss_params}")
+            raise FloatingPointError(
+                f"epoch {epoch}: the training loss is {loss}; lower lr={config.lr} or check "
+                f"the loss parameters {config.loss_params}"
+            )
         entry = {"epoch": epoch, "lr": trainable.lr, "train_seconds": time.perf_counter() - started}
         if loss is not None:
             entry["loss"] = loss
@@ -746,8 +818,10 @@ def run_epochs(trainable: Trainable, config: TrainConfig, state: dict, *,
         state["epoch"] = epoch
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(**({"loss": f"{loss:.4f}"} if loss is not None else {}),
-                            **({key: f"{entry['valid'][key]:.4f}"} if "valid" in entry else {}))
+            bar.set_postfix(
+                **({"loss": f"{loss:.4f}"} if loss is not None else {}),
+                **({key: f"{entry['valid'][key]:.4f}"} if "valid" in entry else {}),
+            )
         if save is not None:
             save(state, best)
     if bar is not None:
@@ -757,8 +831,10 @@ def run_epochs(trainable: Trainable, config: TrainConfig, state: dict, *,
 
 def _comparable(settings: dict) -> dict:
     """A configuration as plain JSON values, fields missing from an older one at their defaults."""
-    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-                for f in dataclasses.fields(TrainConfig)}
+    defaults = {
+        f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(TrainConfig)
+    }
     return json.loads(json.dumps({**defaults, **settings}))
 
 
@@ -777,8 +853,9 @@ class RunFolder:
     def differences(self, saved: dict) -> list[str]:
         """The settings in which ``saved`` differs from this run's, beyond a larger budget."""
         saved = _comparable(saved)
-        return sorted(name for name, value in self.settings.items()
-                      if name not in RESUME_MAY_CHANGE and saved.get(name) != value)
+        return sorted(
+            name for name, value in self.settings.items() if name not in RESUME_MAY_CHANGE and saved.get(name) != value
+        )
 
     def check_writable(self) -> None:
         """Fail now, before any training, if the folder cannot be created or written to."""
@@ -807,15 +884,20 @@ class RunFolder:
             saved = torch.load(path, map_location=self.config.device, weights_only=True)
             settings = saved["config"]
         except (OSError, EOFError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as error:
-            why = ("it is damaged or holds more than tensors and plain values, which are never unpickled"
-                   if isinstance(error, pickle.UnpicklingError) else
-                   f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'truncated'}")
-            raise ValueError(f"{path}: not a readable checkpoint ({why}); remove it or pass --overwrite to train "
-                             "again") from None
+            why = (
+                "it is damaged or holds more than tensors and plain values, which are never unpickled"
+                if isinstance(error, pickle.UnpicklingError)
+                else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'truncated'}"
+            )
+            raise ValueError(
+                f"{path}: not a readable checkpoint ({why}); remove it or pass --overwrite to train again"
+            ) from None
         differs = self.differences(settings)
         if differs:
-            raise ValueError(f"{path}: its configuration differs from this run's in {differs}; use another --out "
-                             "folder or pass --overwrite")
+            raise ValueError(
+                f"{path}: its configuration differs from this run's in {differs}; use another --out "
+                "folder or pass --overwrite"
+            )
         return saved
 
     def save(self, name: str, payload: dict) -> None:
@@ -835,18 +917,24 @@ class RunFolder:
         if stored is not None:
             differs = self.differences(stored.get("params", {}))
             if differs:
-                raise ValueError(f"{self.path} holds a finished run whose configuration differs in {differs}; use "
-                                 "another --out folder or pass --overwrite")
+                raise ValueError(
+                    f"{self.path} holds a finished run whose configuration differs in {differs}; use "
+                    "another --out folder or pass --overwrite"
+                )
             old = _comparable(stored["params"])
-            grew = (self.config.epochs > old["epochs"] or (old["max_seconds"] is not None and (
-                self.config.max_seconds is None or self.config.max_seconds > old["max_seconds"])))
+            grew = self.config.epochs > old["epochs"] or (
+                old["max_seconds"] is not None
+                and (self.config.max_seconds is None or self.config.max_seconds > old["max_seconds"])
+            )
             if resume and grew and stored.get("stop_reason") in ("epochs", "time budget"):
                 return None  # continues from the checkpoint; the stored result stays until the new one replaces it
             return stored
         started = [name for name in names if self.file(name).exists()]
         if started and not resume:
-            raise ValueError(f"{self.path} holds an unfinished run ({', '.join(started)}): pass --resume to "
-                             "continue it or --overwrite to start again")
+            raise ValueError(
+                f"{self.path} holds an unfinished run ({', '.join(started)}): pass --resume to "
+                "continue it or --overwrite to start again"
+            )
         return None
 
 
@@ -861,8 +949,17 @@ def _check_device(config: TrainConfig) -> None:
         raise ValueError(f"device={config.device!r} requested but torch.cuda.is_available() is False here")
 
 
-def _train_phase(config: TrainConfig, trainable: Trainable, folder: RunFolder | None, name: str, saved: dict | None,
-                 progress: bool, label: str, initial: dict | None = None, **options) -> tuple[dict, dict | None, str]:
+def _train_phase(
+    config: TrainConfig,
+    trainable: Trainable,
+    folder: RunFolder | None,
+    name: str,
+    saved: dict | None,
+    progress: bool,
+    label: str,
+    initial: dict | None = None,
+    **options,
+) -> tuple[dict, dict | None, str]:
     """One phase (selection or refit) of :func:`fit`: from ``saved`` (its checkpoint) or from ``initial`` (default
     :func:`new_state`), saving checkpoint ``name`` in ``folder`` after every epoch."""
     state, best = initial or new_state(), None
@@ -875,16 +972,38 @@ def _train_phase(config: TrainConfig, trainable: Trainable, folder: RunFolder | 
 
     def save(state: dict, best: dict | None) -> None:
         assert folder is not None  # save is passed on only with a folder
-        folder.save(name, {"config": config.to_dict(), "state": state, "best": best,
-                           "trainable": trainable.state_dict() if trainable.saves_state else {}})
+        folder.save(
+            name,
+            {
+                "config": config.to_dict(),
+                "state": state,
+                "best": best,
+                "trainable": trainable.state_dict() if trainable.saves_state else {},
+            },
+        )
 
-    return run_epochs(trainable, config, state, best=best, save=save if folder is not None else None,
-                      progress=progress, label=label, **options)
+    return run_epochs(
+        trainable,
+        config,
+        state,
+        best=best,
+        save=save if folder is not None else None,
+        progress=progress,
+        label=label,
+        **options,
+    )
 
 
-def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir: str | Path | None = None,
-        resume: bool = False, progress: bool = True, overwrite: bool = False, evaluation: Evaluation | None = None,
-        **trainable_options) -> tuple[dict, object]:
+def fit(
+    config: TrainConfig,
+    dataset: data_module.Dataset | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+    evaluation: Evaluation | None = None,
+    **trainable_options,
+) -> tuple[dict, object]:
     """Train ``config.model`` with ``config``; return the result record (also written atomically to
     ``out_dir/result.json``) and the trained model (MF, IALS, EASE or HDCCF).
 
@@ -909,22 +1028,38 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
         return stored, _reopen(config, dataset, folder, stored, trainable, trainable_options)
     label = f"{config.dataset} {config.loss if config.model == 'mf' else config.model}"
     state, best, stop_reason = _train_phase(
-        config, trainable, folder, CHECKPOINT, folder.load(CHECKPOINT) if folder else None, progress, label,
-        validate=evaluation.validate, key=evaluation.key)
+        config,
+        trainable,
+        folder,
+        CHECKPOINT,
+        folder.load(CHECKPOINT) if folder else None,
+        progress,
+        label,
+        validate=evaluation.validate,
+        key=evaluation.key,
+    )
     if best is not None:
         trainable.load_model_state(best)
     selected = evaluation.test(trainable.scores) if evaluation.test is not None else {}
     final, refit = trainable, None
     if config.refit and iterative and state["best_epoch"] > 0:
-        lrs = [entry["lr"] for entry in state["history"][:state["best_epoch"]]]
+        lrs = [entry["lr"] for entry in state["history"][: state["best_epoch"]]]
         final = make_trainable(config, dataset.train, *shape, **trainable_options)
         saved = folder.load(REFIT_CHECKPOINT) if folder else None
         if saved is not None and saved["state"].get("lrs") != lrs:
             saved = None  # the selection changed (a resumed run with a larger budget): refit from the start
-        refit_state, _, _ = _train_phase(config, final, folder, REFIT_CHECKPOINT, saved, progress, label + " refit",
-                                         initial={**new_state(), "lrs": lrs}, lrs=lrs)
-        refit = {"epochs": refit_state["epoch"], "seconds": refit_state["seconds"],
-                 "history": refit_state["history"]}
+        refit_state, _, _ = _train_phase(
+            config,
+            final,
+            folder,
+            REFIT_CHECKPOINT,
+            saved,
+            progress,
+            label + " refit",
+            initial={**new_state(), "lrs": lrs},
+            lrs=lrs,
+        )
+        refit = {"epochs": refit_state["epoch"], "seconds": refit_state["seconds"], "history": refit_state["history"]}
     test_metrics = evaluation.test(final.scores) if final is not trainable and evaluation.test else selected
     result = _result(config, dataset, state, stop_reason, started, test_metrics, selected, refit)
     if folder is not None:
@@ -932,8 +1067,14 @@ def fit(config: TrainConfig, dataset: data_module.Dataset | None = None, out_dir
     return result, final.model
 
 
-def _reopen(config: TrainConfig, dataset: data_module.Dataset, folder: RunFolder, stored: dict,
-            trainable: Trainable, options: dict) -> object | None:
+def _reopen(
+    config: TrainConfig,
+    dataset: data_module.Dataset,
+    folder: RunFolder,
+    stored: dict,
+    trainable: Trainable,
+    options: dict,
+) -> object | None:
     """The model of a finished run, from its checkpoints (EASE re-fits); None where they are gone."""
     if not trainable.saves_state:
         trainable.train_epoch(epoch_generator(config.seed, 1), None)
@@ -963,19 +1104,37 @@ def command_line() -> str:
     return " ".join(sys.argv)
 
 
-def _result(config: TrainConfig, dataset: data_module.Dataset, state: dict, stop_reason: str, started: float,
-            test_metrics: dict, selected_metrics: dict, refit: dict | None) -> dict:
+def _result(
+    config: TrainConfig,
+    dataset: data_module.Dataset,
+    state: dict,
+    stop_reason: str,
+    started: float,
+    test_metrics: dict,
+    selected_metrics: dict,
+    refit: dict | None,
+) -> dict:
     """The result record of a run: configuration, history, selection, test metrics and provenance."""
     result = {
-        "dataset": dataset.name, "model": config.model, "loss": config.loss if config.model == "mf" else None,
-        "params": config.to_dict(), "metrics": test_metrics,
-        "valid_metrics": next((e["valid"] for e in state["history"]
-                               if e["epoch"] == state["best_epoch"] and "valid" in e), {}),
-        "best_epoch": state["best_epoch"], "epochs": state["epoch"], "stop_reason": stop_reason,
-        "history": state["history"], "seconds": state["seconds"] + (refit["seconds"] if refit else 0.0),
-        "wall_seconds_this_session": time.perf_counter() - started, "command": command_line(),
-        "data_checksum": matrix_checksum(dataset.train, dataset.test), "device": config.device,
-        "torch": torch.__version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": dataset.name,
+        "model": config.model,
+        "loss": config.loss if config.model == "mf" else None,
+        "params": config.to_dict(),
+        "metrics": test_metrics,
+        "valid_metrics": next(
+            (e["valid"] for e in state["history"] if e["epoch"] == state["best_epoch"] and "valid" in e), {}
+        ),
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"],
+        "stop_reason": stop_reason,
+        "history": state["history"],
+        "seconds": state["seconds"] + (refit["seconds"] if refit else 0.0),
+        "wall_seconds_this_session": time.perf_counter() - started,
+        "command": command_line(),
+        "data_checksum": matrix_checksum(dataset.train, dataset.test),
+        "device": config.device,
+        "torch": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": state.get("commit") or git_commit(),
     }
     if refit is not None:

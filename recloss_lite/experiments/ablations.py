@@ -26,8 +26,16 @@ ROOT = results.RESULTS_DIR / "hdccf-loo"
 METRICS = ("hr@10", "ndcg@10", "ndcg@50", "hr@10 all items", "ndcg@10 all items", "ndcg@50 all items")
 BINS = 50
 # The chapter's model: d = 32, M = 128, P = 2, tau 0.5, omega^+ 0.05, lambda_u = lambda_i = 0.1, no modulation.
-MODEL = {"dim": 32, "tau": 0.5, "num_positives": 2, "omega_plus_user": 0.05, "omega_plus_item": 0.05,
-         "lambda_user": 0.1, "lambda_item": 0.1, "modulation": False}
+MODEL = {
+    "dim": 32,
+    "tau": 0.5,
+    "num_positives": 2,
+    "omega_plus_user": 0.05,
+    "omega_plus_item": 0.05,
+    "lambda_user": 0.1,
+    "lambda_item": 0.1,
+    "modulation": False,
+}
 SETTINGS = {"lr": 3e-3, "batch_size": 128, "epochs": 6, "patience": 2, "seed": 0}
 VARIANTS: dict[str, dict] = {
     "hdccf": {},
@@ -37,8 +45,10 @@ VARIANTS: dict[str, dict] = {
     "wo-ui": {"lambda_user": 0.0, "lambda_item": 0.0},
     "bpr+": {"lambda_user": 0.0, "lambda_item": 0.0, "objective": "bpr"},
     "biased": {"omega_plus_user": 0.0, "omega_plus_item": 0.0, "observed_masks": False, "neighbour_masks": False},
-    **{f"omega{value}": {"omega_plus_user": value, "omega_plus_item": value}  # figure 4 (a)-(d)
-       for value in (0.0, 0.1, 0.15, 0.2)},
+    **{
+        f"omega{value}": {"omega_plus_user": value, "omega_plus_item": value}  # figure 4 (a)-(d)
+        for value in (0.0, 0.1, 0.15, 0.2)
+    },
     **{f"p{value}": {"num_positives": value} for value in (1, 3, 4, 5, 6)},  # figure 4 (e)-(f)
 }
 
@@ -56,10 +66,10 @@ def split(dataset: data.Dataset | None = None) -> dict[str, sp.csr_matrix]:
 def evaluate(score_fn, parts: dict[str, sp.csr_matrix], seed: int = 0) -> dict[str, float]:
     """:data:`METRICS` of a model's ``score_fn`` on the test item, among 100 sampled candidates and among all
     items."""
-    sampled = metrics.leave_one_out_metrics(score_fn, parts["seen"], parts["test"], ks=(10, 50),
-                                            num_candidates=100, seed=seed)
-    full = metrics.leave_one_out_metrics(score_fn, parts["seen"], parts["test"], ks=(10, 50),
-                                         num_candidates=None)
+    sampled = metrics.leave_one_out_metrics(
+        score_fn, parts["seen"], parts["test"], ks=(10, 50), num_candidates=100, seed=seed
+    )
+    full = metrics.leave_one_out_metrics(score_fn, parts["seen"], parts["test"], ks=(10, 50), num_candidates=None)
     return {key: sampled[key] if key in sampled else full[key.removesuffix(" all items")] for key in METRICS}
 
 
@@ -79,8 +89,9 @@ def command(variant: str) -> str:
     return f"recloss-lite reproduce --dataset {DATASET} --hdccf --losses {variant}"
 
 
-def run(variant: str, parts: dict[str, sp.csr_matrix] | None = None, max_batches: int | None = None,
-        **changes: object) -> tuple[dict, hdccf.HDCCF]:
+def run(
+    variant: str, parts: dict[str, sp.csr_matrix] | None = None, max_batches: int | None = None, **changes: object
+) -> tuple[dict, hdccf.HDCCF]:
     """Train ``variant`` of :data:`VARIANTS` and return its result (the fields of ``results.FIELDS``, plus
     ``valid_metrics``, ``history``, ``histograms`` and ``overlap``) and the model.
 
@@ -96,14 +107,27 @@ def run(variant: str, parts: dict[str, sp.csr_matrix] | None = None, max_batches
     parts = parts if parts is not None else split()
     settings = {**SETTINGS, **changes}
     model_params = {**MODEL, **VARIANTS[variant]}
-    config = TrainConfig(dataset=DATASET, model="hdccf", dim=model_params.pop("dim"), model_params=model_params,
-                         lr=settings["lr"], batch_size=settings["batch_size"], epochs=settings["epochs"],
-                         patience=settings["patience"], seed=settings["seed"], ks=(10,))
+    config = TrainConfig(
+        dataset=DATASET,
+        model="hdccf",
+        dim=model_params.pop("dim"),
+        model_params=model_params,
+        lr=settings["lr"],
+        batch_size=settings["batch_size"],
+        epochs=settings["epochs"],
+        patience=settings["patience"],
+        seed=settings["seed"],
+        ks=(10,),
+    )
     seed = settings["seed"]
     protocol = training.Evaluation(
-        fit_train=parts["train"], key="hr@10", test=lambda score_fn: evaluate(score_fn, parts, seed),
-        validate=lambda score_fn: metrics.leave_one_out_metrics(score_fn, parts["train"], parts["valid"], ks=(10,),
-                                                                num_candidates=100, seed=seed))
+        fit_train=parts["train"],
+        key="hr@10",
+        test=lambda score_fn: evaluate(score_fn, parts, seed),
+        validate=lambda score_fn: metrics.leave_one_out_metrics(
+            score_fn, parts["train"], parts["valid"], ks=(10,), num_candidates=100, seed=seed
+        ),
+    )
     n_users, n_items = parts["train"].shape
     dataset = data.Dataset(DATASET, parts["seen"], parts["test"], n_users, n_items)
     result, model = training.fit(config, dataset, progress=False, evaluation=protocol, max_batches=max_batches)
@@ -112,17 +136,24 @@ def run(variant: str, parts: dict[str, sp.csr_matrix] | None = None, max_batches
     planned = not changes and max_batches is None
     result.update(
         params={"variant": variant, **result["params"], "max_batches": max_batches},
-        command=command(variant) if planned else f"ablations.run({variant!r}, max_batches={max_batches}, "
-                                                 f"**{changes!r}) (not the recorded plan)",
+        command=command(variant)
+        if planned
+        else f"ablations.run({variant!r}, max_batches={max_batches}, **{changes!r}) (not the recorded plan)",
         histograms={"positive": positive_mass.tolist(), "negative": negative_mass.tolist()},
-        overlap=metrics.overlap_area(positives, negatives, BINS))
+        overlap=metrics.overlap_area(positives, negatives, BINS),
+    )
     return result, model
 
 
 def record(result: dict, root=None):
     """Store a planned run's result as ``<root>/ml-100k/hdccf-<variant>.json`` (root: :data:`ROOT`)."""
-    return results.record_result(result, result["params"]["variant"], root or ROOT, metrics=METRICS,
-                                 optional=("valid_metrics", "histograms", "overlap"))
+    return results.record_result(
+        result,
+        result["params"]["variant"],
+        root or ROOT,
+        metrics=METRICS,
+        optional=("valid_metrics", "histograms", "overlap"),
+    )
 
 
 def load(root=None) -> dict[str, dict]:
@@ -138,8 +169,11 @@ def reproduce(variants: list[str] | None = None, root=None) -> None:
         raise ValueError(f"--losses {unknown}: HDCCF variants are {list(VARIANTS)}")
     stored, parts = load(root), None
     for index, variant in enumerate(selected, 1):
-        print(f"[{index}/{len(selected)}] hdccf-{variant} ({'done' if variant in stored else 'todo'}): "
-              f"{command(variant)}", flush=True)
+        print(
+            f"[{index}/{len(selected)}] hdccf-{variant} ({'done' if variant in stored else 'todo'}): "
+            f"{command(variant)}",
+            flush=True,
+        )
         if variant in stored:
             continue
         parts = parts if parts is not None else split()

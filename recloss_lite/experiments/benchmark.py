@@ -55,16 +55,22 @@ def epoch_seconds(dataset: data.Dataset, config: TrainConfig, repeats: int = 3, 
         keep = torch.randperm(len(trainable.users), generator=torch.Generator().manual_seed(0))[:pairs]
         trainable.users, trainable.items = (part[keep.to(part.device)] for part in (trainable.users, trainable.items))
     counter = iter(range(1, 10_000))
-    return scale * _median_seconds(lambda: trainable.train_epoch(
-        epoch_generator(config.seed, next(counter), config.device), None), repeats)
+    return scale * _median_seconds(
+        lambda: trainable.train_epoch(epoch_generator(config.seed, next(counter), config.device), None), repeats
+    )
 
 
-def hdccf_batch_seconds(dataset: data.Dataset, modulation: bool, batches: int = 20, batch_size: int = 256,
-                        num_positives: int = 2) -> float:
+def hdccf_batch_seconds(
+    dataset: data.Dataset, modulation: bool, batches: int = 20, batch_size: int = 256, num_positives: int = 2
+) -> float:
     """Seconds per HDCCF training step on ``dataset.train``: (time of 1 + ``batches`` steps - time of 1 step) /
     ``batches``, so the one-off set-up of the sampler (membership tables) is not counted."""
-    config = TrainConfig(dataset=dataset.name, model="hdccf", batch_size=batch_size,
-                         model_params={"tau": 0.5, "num_positives": num_positives, "modulation": modulation})
+    config = TrainConfig(
+        dataset=dataset.name,
+        model="hdccf",
+        batch_size=batch_size,
+        model_params={"tau": 0.5, "num_positives": num_positives, "modulation": modulation},
+    )
 
     def steps(count: int) -> float:
         trainable = HDCCFTrainable(config, dataset.train, dataset.n_users, dataset.n_items, max_batches=count)
@@ -91,21 +97,33 @@ def implicit_seconds(dataset: data.Dataset, repeats: int = 3) -> dict[str, float
     threads = torch.get_num_threads()
     figures = {}
     with threadpool_limits(1, "blas"):
-        for key, model in (("implicit_bpr_epoch_s", BayesianPersonalizedRanking),
-                           ("implicit_als_iter_s", AlternatingLeastSquares)):
+        for key, model in (
+            ("implicit_bpr_epoch_s", BayesianPersonalizedRanking),
+            ("implicit_als_iter_s", AlternatingLeastSquares),
+        ):
             peer = model(factors=64, iterations=1, num_threads=threads, random_state=0)
             figures[key] = _median_seconds(lambda peer=peer: peer.fit(matrix, show_progress=False), repeats)
     return figures
 
 
-def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu", progress: bool = True,
-                   peers: bool = False, ease: bool = False) -> dict:
+def run_benchmarks(
+    name: str = "gowalla",
+    repeats: int = 3,
+    device: str = "cpu",
+    progress: bool = True,
+    peers: bool = False,
+    ease: bool = False,
+) -> dict:
     """Measure every figure on data set ``name``; print each as it is measured when ``progress``. ``peers`` adds
     implicit's figures (measured first, in the same run), ``ease`` one EASE fit."""
     dataset = data.load(name)
-    figures: dict[str, float | int | str] = {"dataset": name, "threads": torch.get_num_threads(),
-                                             "device": device, "repeats": repeats,
-                                             "kernels": "compiled" if kernels.library() else "pytorch"}
+    figures: dict[str, float | int | str] = {
+        "dataset": name,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "repeats": repeats,
+        "kernels": "compiled" if kernels.library() else "pytorch",
+    }
     if progress:
         print(f"{'kernels':>18}: {figures['kernels']} (RECLOSS_KERNELS=0 forces the PyTorch path)", flush=True)
 
@@ -119,17 +137,31 @@ def run_benchmarks(name: str = "gowalla", repeats: int = 3, device: str = "cpu",
             report(key, value)
     bpr = TrainConfig(dataset=name, loss="bpr", batch_size=2048, num_negatives=1, device=device)
     report("bpr_epoch_s", epoch_seconds(dataset, bpr, repeats))
-    shared = TrainConfig(dataset=name, loss="infonce", similarity="cosine", batch_size=2048, num_negatives=800,
-                         shared_negatives=True, device=device)
+    shared = TrainConfig(
+        dataset=name,
+        loss="infonce",
+        similarity="cosine",
+        batch_size=2048,
+        num_negatives=800,
+        shared_negatives=True,
+        device=device,
+    )
     report("shared800_epoch_s", epoch_seconds(dataset, shared, repeats))
-    rowwise = TrainConfig(dataset=name, loss="mine+", similarity="cosine", batch_size=1024, num_negatives=800,
-                          device=device)
+    rowwise = TrainConfig(
+        dataset=name, loss="mine+", similarity="cosine", batch_size=1024, num_negatives=800, device=device
+    )
     report("rowwise800_epoch_s", epoch_seconds(dataset, rowwise, 1, batches=8 if device == "cpu" else None))
     model = MF(dataset.n_users, dataset.n_items, 64).to(device)
-    report("eval_s", _median_seconds(lambda: metrics.evaluate(lambda u: model.scores(u.to(device)).cpu(),
-                                                              dataset.train, dataset.test), repeats))
-    report("ials_iter_s", linear.bench_ials(dataset, factors=64, iterations=repeats,
-                                            device=device)["seconds_per_iteration"])
+    report(
+        "eval_s",
+        _median_seconds(
+            lambda: metrics.evaluate(lambda u: model.scores(u.to(device)).cpu(), dataset.train, dataset.test), repeats
+        ),
+    )
+    report(
+        "ials_iter_s",
+        linear.bench_ials(dataset, factors=64, iterations=repeats, device=device)["seconds_per_iteration"],
+    )
     if peers:
         report("bpr_vs_implicit", figures["bpr_epoch_s"] / figures["implicit_bpr_epoch_s"], "x")
         report("ials_vs_implicit", figures["ials_iter_s"] / figures["implicit_als_iter_s"], "x")

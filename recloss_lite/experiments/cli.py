@@ -33,26 +33,65 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="registered data set: " + ", ".join(sorted(data.REGISTRY)))
     parser.add_argument("--loss", default="bpr", help="loss name: " + ", ".join(losses.names()))
     parser.add_argument("--model", default="mf", choices=list(MODELS), help="model (default mf)")
-    parser.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE",
-                        help="iALS/EASE/HDCCF setting, repeatable: e.g. l2=80 (EASE), alpha=2 (iALS), "
-                        "num_positives=4 or modulation=false (HDCCF)")
-    for name in ("dim", "num_negatives", "batch_size", "epochs", "eval_every", "patience", "seed",
-                 "eval_batch_size", "candidates", "warmup_epochs"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
-                            help=f"default: the loss's preset, else {fields[name].default}")
+    parser.add_argument(
+        "--model-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="iALS/EASE/HDCCF setting, repeatable: e.g. l2=80 (EASE), alpha=2 (iALS), "
+        "num_positives=4 or modulation=false (HDCCF)",
+    )
+    for name in (
+        "dim",
+        "num_negatives",
+        "batch_size",
+        "epochs",
+        "eval_every",
+        "patience",
+        "seed",
+        "eval_batch_size",
+        "candidates",
+        "warmup_epochs",
+    ):
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=None,
+            help=f"default: the loss's preset, else {fields[name].default}",
+        )
     for name in ("lr", "lr_decay", "l2", "valid_fraction", "init_std", "pop_alpha", "max_seconds", "dropout"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=None,
-                            help=f"default: the loss's preset, else {fields[name].default}")
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float,
+            default=None,
+            help=f"default: the loss's preset, else {fields[name].default}",
+        )
     parser.add_argument("--similarity", choices=["dot", "cosine"], default=None)
-    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
-                        help="the rate over the epochs (after any --warmup-epochs); default constant")
-    parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
-                        help="after choosing the epoch on validation, retrain on the whole training set for that "
-                        "many epochs and test that model (the selected model's test metrics are kept too)")
-    parser.add_argument("--sampler", choices=list(KINDS), default=None,
-                        help="negatives: dns = the highest-scored of --candidates uniform draws")
-    parser.add_argument("--shared-negatives", action=argparse.BooleanOptionalAction, default=None,
-                        help="one set of negatives for the whole batch (one matrix product)")
+    parser.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default=None,
+        help="the rate over the epochs (after any --warmup-epochs); default constant",
+    )
+    parser.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after choosing the epoch on validation, retrain on the whole training set for that "
+        "many epochs and test that model (the selected model's test metrics are kept too)",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=list(KINDS),
+        default=None,
+        help="negatives: dns = the highest-scored of --candidates uniform draws",
+    )
+    parser.add_argument(
+        "--shared-negatives",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one set of negatives for the whole batch (one matrix product)",
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=None, help="cut-offs K (default 20)")
     parser.add_argument("--device", default=None, help="cpu (default) or cuda")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set's files")
@@ -114,19 +153,35 @@ def _train_one(config: TrainConfig, out_dir: Path, args: argparse.Namespace) -> 
     stored = out_dir / "result.json"
     before = stored.read_text() if stored.is_file() and not args.overwrite else None
     result, _ = fit(config, out_dir=out_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
-    summary = {key: result[key] for key in ("dataset", "model", "loss", "metrics", "valid_metrics", "best_epoch",
-                                            "epochs", "stop_reason", "seconds")}
+    summary = {
+        key: result[key]
+        for key in (
+            "dataset",
+            "model",
+            "loss",
+            "metrics",
+            "valid_metrics",
+            "best_epoch",
+            "epochs",
+            "stop_reason",
+            "seconds",
+        )
+    }
     summary["result_file"] = str(out_dir / "result.json")
     if args.json:
         _print_json_line(summary)
         return result
     label = f"mf-{config.loss}" if config.model == "mf" else config.model
     if before is not None and stored.read_text() == before:  # nothing trained: the folder's finished run
-        print(f"{out_dir} holds this finished run (created {result['created']}); its stored result follows "
-              "(--overwrite trains again, --resume with a larger --epochs / --max-seconds continues it)")
+        print(
+            f"{out_dir} holds this finished run (created {result['created']}); its stored result follows "
+            "(--overwrite trains again, --resume with a larger --epochs / --max-seconds continues it)"
+        )
     refit = f", refit {result['refit']['epochs']} epochs on all of train" if result.get("refit") else ""
-    print(f"{config.dataset} {label} (seed {config.seed}): best epoch {result['best_epoch']} of "
-          f"{result['epochs']} ({result['stop_reason']}){refit}, {result['seconds']:.0f} s")
+    print(
+        f"{config.dataset} {label} (seed {config.seed}): best epoch {result['best_epoch']} of "
+        f"{result['epochs']} ({result['stop_reason']}){refit}, {result['seconds']:.0f} s"
+    )
     for key, value in result["metrics"].items():
         print(f"  test {key:>14}: {value:.4f}")
     print(f"  result: {summary['result_file']}")
@@ -141,16 +196,23 @@ def _record(result: dict, tag: str | None) -> None:
 
 def seed_summary(runs: list[dict]) -> dict:
     """Mean and sample standard deviation over seeds of every test (and validation) metric."""
+
     def spread(rows: list[dict]) -> dict:
         out = {}
         for key in rows[0]:
             values = np.array([row[key] for row in rows], dtype=np.float64)
-            out[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                        "values": values.tolist()}
+            out[key] = {
+                "mean": float(values.mean()),
+                "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "values": values.tolist(),
+            }
         return out
 
-    return {"seeds": [r["params"]["seed"] for r in runs], "metrics": spread([r["metrics"] for r in runs]),
-            "valid_metrics": spread([r["valid_metrics"] for r in runs if r["valid_metrics"]] or [{}])}
+    return {
+        "seeds": [r["params"]["seed"] for r in runs],
+        "metrics": spread([r["metrics"] for r in runs]),
+        "valid_metrics": spread([r["valid_metrics"] for r in runs if r["valid_metrics"]] or [{}]),
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -166,8 +228,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = seed_summary(runs)
     write_json_atomic(out_dir / "seeds.json", summary)
     if args.json:
-        _print_json_line({"seeds": summary["seeds"], "metrics": summary["metrics"],
-                          "result_file": str(out_dir / "seeds.json")})
+        _print_json_line(
+            {"seeds": summary["seeds"], "metrics": summary["metrics"], "result_file": str(out_dir / "seeds.json")}
+        )
     else:
         print(f"over seeds {summary['seeds']} (mean ± sd):")
         for key, value in summary["metrics"].items():
@@ -179,8 +242,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import RUNS_DIR, parse_grid, successive_halving
 
-    record = successive_halving(config_from_args(args), parse_grid(args.grid), args.first_epochs, args.eta,
-                                results_root=args.results, runs_root=args.runs or RUNS_DIR, progress=not args.quiet)
+    record = successive_halving(
+        config_from_args(args),
+        parse_grid(args.grid),
+        args.first_epochs,
+        args.eta,
+        results_root=args.results,
+        runs_root=args.runs or RUNS_DIR,
+        progress=not args.quiet,
+    )
     winner = record["winner"]
     if args.json:
         _print_json_line(winner)
@@ -192,8 +262,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmarks
 
-    figures = run_benchmarks(args.dataset, repeats=args.repeats, device=args.device, progress=not args.json,
-                             peers=args.peers, ease=args.ease)
+    figures = run_benchmarks(
+        args.dataset, repeats=args.repeats, device=args.device, progress=not args.json, peers=args.peers, ease=args.ease
+    )
     if args.json:
         _print_json_line(figures)
     return 0
@@ -212,22 +283,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model with a loss and evaluate it by full ranking")
     _add_train_options(p)
     p.add_argument("--out", default=None, help="run folder (checkpoint + result.json); default runs/<run id>")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint (a finished "
-                   "run continues only when --epochs or --max-seconds grew)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the run folder's checkpoint (a finished "
+        "run continues only when --epochs or --max-seconds grew)",
+    )
     p.add_argument("--overwrite", action="store_true", help="train again from scratch in a folder that holds a run")
-    p.add_argument("--record", default=None, metavar="TAG",
-                   help="store the finished run in book/results/<dataset>/<model>-<loss>-TAG.json (with --seeds, "
-                   "TAG-seed<N> each), where chapter 07 reads it")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
-                   help="train once per seed into OUT/seed<N> and summarise mean ± sd in OUT/seeds.json")
+    p.add_argument(
+        "--record",
+        default=None,
+        metavar="TAG",
+        help="store the finished run in book/results/<dataset>/<model>-<loss>-TAG.json (with --seeds, "
+        "TAG-seed<N> each), where chapter 07 reads it",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="train once per seed into OUT/seed<N> and summarise mean ± sd in OUT/seeds.json",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("tune", help="successive halving over a grid of settings, chosen on validation only; "
-                       "trials stored in book/results/sweeps/<dataset>/tune/<model>-<loss>/")
+    p = sub.add_parser(
+        "tune",
+        help="successive halving over a grid of settings, chosen on validation only; "
+        "trials stored in book/results/sweeps/<dataset>/tune/<model>-<loss>/",
+    )
     _add_train_options(p)
-    p.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
-                   help="values to search, e.g. tau=0.05,0.1 lam=1.1,1.2 lr=1e-3,1e-2 dropout=0,0.1")
+    p.add_argument(
+        "--grid",
+        nargs="+",
+        required=True,
+        metavar="NAME=V1,V2",
+        help="values to search, e.g. tau=0.05,0.1 lam=1.1,1.2 lr=1e-3,1e-2 dropout=0,0.1",
+    )
     p.add_argument("--first-epochs", type=int, default=5, help="epochs of the first round (default 5)")
     p.add_argument("--eta", type=int, default=3, help="keep the best 1/eta each round, eta x the epochs (default 3)")
     p.add_argument("--results", default=None, help="trials folder (default book/results/sweeps)")
@@ -235,16 +328,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the winner as one JSON line, last")
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
     p.set_defaults(func=cmd_tune)
-    p = sub.add_parser("reproduce", help="train every loss (plus iALS, EASE) at full scale into book/results/; "
-                       "resumes, skipping finished runs")
+    p = sub.add_parser(
+        "reproduce",
+        help="train every loss (plus iALS, EASE) at full scale into book/results/; resumes, skipping finished runs",
+    )
     reproduce.add_arguments(p)
     p.set_defaults(func=reproduce.main_reproduce)
     p = sub.add_parser("bench", help="measure epoch and evaluation times and print them")
     p.add_argument("--dataset", default="gowalla")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions; the median is reported")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--peers", action="store_true", help="also time the implicit library's BPR epoch and ALS "
-                   "iteration on the same data, in the same run (pip install recloss-lite[peers])")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time the implicit library's BPR epoch and ALS "
+        "iteration on the same data, in the same run (pip install recloss-lite[peers])",
+    )
     p.add_argument("--ease", action="store_true", help="also time one EASE fit (minutes)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
@@ -255,13 +354,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Warnings (a user's own copy of a data set, a fallback to the slower PyTorch path) as one line each.
     warnings.formatwarning = lambda message, category, *rest: (
-        f"recloss-lite {args.command}: note: {message} ({category.__name__})\n")
+        f"recloss-lite {args.command}: note: {message} ({category.__name__})\n"
+    )
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print(f"recloss-lite {args.command}: interrupted; each finished epoch is in the run folder's checkpoint: "
-              "rerun with --resume to continue", file=sys.stderr)
+        print(
+            f"recloss-lite {args.command}: interrupted; each finished epoch is in the run folder's checkpoint: "
+            "rerun with --resume to continue",
+            file=sys.stderr,
+        )
         return 130
     except (ValueError, TypeError, OSError, MemoryError, FloatingPointError, OverflowError) as error:
         # Expected failures (bad input, a full disk, too little memory, a diverging run): one line, no traceback.
@@ -279,4 +382,3 @@ def _message(error: BaseException) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -53,8 +53,21 @@ from ..core import data, losses
 from ..core.training import TrainConfig, fit
 from . import ablations, presets, results
 
-LOSSES = ("bpr", "softmax", "infonce", "infonce+", "dcl", "mine", "mine+", "debiased-infonce", "debiased-mine+",
-          "mse", "debiased-mse", "ccl", "debiased-ccl")
+LOSSES = (
+    "bpr",
+    "softmax",
+    "infonce",
+    "infonce+",
+    "dcl",
+    "mine",
+    "mine+",
+    "debiased-infonce",
+    "debiased-mine+",
+    "mse",
+    "debiased-mse",
+    "ccl",
+    "debiased-ccl",
+)
 RUNS_DIR = Path("runs") / "reproduce"
 # SimpleX authors' MF-CCL configs (SimpleX, Mao et al. 2021); the plan keeps all but lr and batch (CPU_STEP).
 SIMPLEX = {
@@ -141,8 +154,7 @@ def train_command(config: TrainConfig, out_dir: str | Path) -> str:
             parts += ["--model-param", f"{name}={_format(value)}"]
     for f in dataclasses.fields(TrainConfig):
         value = getattr(config, f.name)
-        if f.name in ("dataset", "loss", "model", "loss_params", "model_params") or value == getattr(baseline,
-                                                                                                    f.name):
+        if f.name in ("dataset", "loss", "model", "loss_params", "model_params") or value == getattr(baseline, f.name):
             continue
         flag = "--" + f.name.replace("_", "-")
         if value is None:
@@ -167,13 +179,14 @@ def _mf_run(dataset: str, loss: str, device: str) -> Run:
         published = SIMPLEX[dataset]
         settings.update(max_seconds=BUDGET_SECONDS)
         if base == "bpr":
-            note = (f"MF-BPR preset (dot, {settings['num_negatives']} negative by DNS of {settings['candidates']} "
-                    f"candidates, Adam {settings['lr']:g} x{settings['lr_decay']:g} at each validation without a new "
-                    f"best, L2 {settings['l2']:g}, batch {settings['batch_size']}, "
-                    f"validation {settings['valid_fraction']:.0%} of train), 20-minute budget")
+            note = (
+                f"MF-BPR preset (dot, {settings['num_negatives']} negative by DNS of {settings['candidates']} "
+                f"candidates, Adam {settings['lr']:g} x{settings['lr_decay']:g} at each validation without a new "
+                f"best, L2 {settings['l2']:g}, batch {settings['batch_size']}, "
+                f"validation {settings['valid_fraction']:.0%} of train), 20-minute budget"
+            )
         else:
-            settings.update(CPU_STEP, num_negatives=published["num_negatives"], sampler="uniform",
-                            similarity="cosine")
+            settings.update(CPU_STEP, num_negatives=published["num_negatives"], sampler="uniform", similarity="cosine")
             note = "SimpleX MF-CCL set-up (shared negatives; batch 1024, lr 1e-2 for the CPU budget)"
         if loss != base:
             loss_params["tau_plus"] = TAU_PLUS_LARGE
@@ -193,8 +206,10 @@ def _mf_run(dataset: str, loss: str, device: str) -> Run:
                 note += f", t2 = {t2} as lam"
     else:
         settings.update(SMALL_BPR if base == "bpr" else SMALL)
-        note = ("book's small set-up (256 shared negatives, lr 3e-2; bpr lr 1e-2 decayed as its preset, DNS of 4 "
-                "candidates)")
+        note = (
+            "book's small set-up (256 shared negatives, lr 3e-2; bpr lr 1e-2 decayed as its preset, DNS of 4 "
+            "candidates)"
+        )
     config = TrainConfig(dataset=dataset, loss=loss, loss_params=loss_params, device=device, **settings)
     return Run(dataset, "mf", loss, note, config)
 
@@ -223,16 +238,23 @@ def plan(dataset: str, device: str = "cpu") -> list[Run]:
     if dataset not in data.REGISTRY:
         raise ValueError(f"dataset={dataset!r}: allowed values are {sorted(data.REGISTRY)}")
     runs = [_mf_run(dataset, loss, device) for loss in LOSSES]
-    ials, ials_note = ((IALS_LARGE, "linear.IALS defaults (scanned on Gowalla)") if dataset in SIMPLEX
-                       else (IALS_SETTINGS, "Rendle et al. 2021 form"))
+    ials, ials_note = (
+        (IALS_LARGE, "linear.IALS defaults (scanned on Gowalla)")
+        if dataset in SIMPLEX
+        else (IALS_SETTINGS, "Rendle et al. 2021 form")
+    )
     runs.append(_model_run(dataset, "ials", ials, ials_note + "; sweeps chosen on validation", device))
     ease_note = "BARS l2" if dataset in SIMPLEX else "l2 of the book's small set-up"
     runs.append(_model_run(dataset, "ease", {"l2": EASE_L2.get(dataset, 500.0)}, ease_note, device))
     budget = {"max_seconds": BUDGET_SECONDS} if dataset in SIMPLEX else {}
-    hdccf_params, hdccf_note = ((HDCCF_LARGE, "HDCCF (Yang et al., IJCAI 2022) without modulation, else the CLI preset")
-                                if dataset in SIMPLEX else ({}, "HDCCF (Yang et al., IJCAI 2022), the CLI preset"))
-    runs.append(_model_run(dataset, "hdccf", hdccf_params, hdccf_note + "; full ranking like the rest", device,
-                           **budget))
+    hdccf_params, hdccf_note = (
+        (HDCCF_LARGE, "HDCCF (Yang et al., IJCAI 2022) without modulation, else the CLI preset")
+        if dataset in SIMPLEX
+        else ({}, "HDCCF (Yang et al., IJCAI 2022), the CLI preset")
+    )
+    runs.append(
+        _model_run(dataset, "hdccf", hdccf_params, hdccf_note + "; full ranking like the rest", device, **budget)
+    )
     return runs
 
 
@@ -255,14 +277,19 @@ def sweep_plan(dataset: str, device: str = "cpu") -> list[Run]:
     :data:`SWEEP_SECONDS` budget.
     """
     if dataset == "ml-100k":
-        return [knob_run(dataset, loss, parameter, value, device=device, **KNOB_SETTINGS)
-                for loss, parameter, values in KNOB_SWEEPS.values() for value in values]
+        return [
+            knob_run(dataset, loss, parameter, value, device=device, **KNOB_SETTINGS)
+            for loss, parameter, values in KNOB_SWEEPS.values()
+            for value in values
+        ]
     if dataset not in SIMPLEX:
         raise ValueError(f"dataset={dataset!r}: sweeps are planned for ml-100k and {sorted(SIMPLEX)}")
     points = [(loss, "tau_plus", value) for loss in SWEEP_LOSSES for value in TAU_PLUS_SWEEP]
     points += [("mse", "neg_weight", value) for value in MSE_NEG_WEIGHT_SWEEP]
-    return [knob_run(dataset, loss, parameter, value, max_seconds=SWEEP_SECONDS, device=device)
-            for loss, parameter, value in points]
+    return [
+        knob_run(dataset, loss, parameter, value, max_seconds=SWEEP_SECONDS, device=device)
+        for loss, parameter, value in points
+    ]
 
 
 def status(run: Run, results_root: str | Path | None = None, runs_root: str | Path = RUNS_DIR) -> str:
@@ -272,8 +299,13 @@ def status(run: Run, results_root: str | Path | None = None, runs_root: str | Pa
     return "partial" if (run.out_dir(runs_root) / "checkpoint.pt").exists() else "todo"
 
 
-def execute(run: Run, dataset: data.Dataset | None = None, results_root: str | Path | None = None,
-            runs_root: str | Path = RUNS_DIR, progress: bool = True) -> Path | None:
+def execute(
+    run: Run,
+    dataset: data.Dataset | None = None,
+    results_root: str | Path | None = None,
+    runs_root: str | Path = RUNS_DIR,
+    progress: bool = True,
+) -> Path | None:
     """Run ``run`` unless its result file exists (then return None); store the result and return its file.
 
     MF continues from its checkpoint (``train.fit(..., resume=True)``). ``dataset`` overrides loading
@@ -292,16 +324,25 @@ def execute(run: Run, dataset: data.Dataset | None = None, results_root: str | P
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``recloss-lite reproduce``."""
     parser.add_argument("--dataset", required=True, choices=sorted(SIMPLEX) + ["ml-100k"])
-    parser.add_argument("--losses", nargs="+", default=None,
-                        help="runs to do, by loss, model (ials, ease, mf) or name (mf-ccl); default all: "
-                        + ", ".join(LOSSES))
+    parser.add_argument(
+        "--losses",
+        nargs="+",
+        default=None,
+        help="runs to do, by loss, model (ials, ease, mf) or name (mf-ccl); default all: " + ", ".join(LOSSES),
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan with each run's command and status")
-    parser.add_argument("--hdccf", action="store_true",
-                        help="with --dataset ml-100k: HDCCF's recorded leave-one-out ablations (ablations.VARIANTS; "
-                        "--losses picks variants) into book/results/hdccf-loo")
-    parser.add_argument("--sweeps", action="store_true",
-                        help="run the recorded sweeps (sweep_plan: tau_plus and the MSE weight on gowalla / yelp2018 "
-                        "/ amazon-book, chapter 09's knobs on ml-100k) into book/results/sweeps")
+    parser.add_argument(
+        "--hdccf",
+        action="store_true",
+        help="with --dataset ml-100k: HDCCF's recorded leave-one-out ablations (ablations.VARIANTS; "
+        "--losses picks variants) into book/results/hdccf-loo",
+    )
+    parser.add_argument(
+        "--sweeps",
+        action="store_true",
+        help="run the recorded sweeps (sweep_plan: tau_plus and the MSE weight on gowalla / yelp2018 "
+        "/ amazon-book, chapter 09's knobs on ml-100k) into book/results/sweeps",
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--results", default=None, help="results folder (default book/results)")
     parser.add_argument("--runs", default=str(RUNS_DIR), help="checkpoint folder (default runs/reproduce)")
@@ -311,8 +352,10 @@ def main_reproduce(args: argparse.Namespace) -> int:
     """``recloss-lite reproduce``: print the plan (``--dry-run``) or execute every selected run in order."""
     if args.hdccf:
         if args.dataset != ablations.DATASET or args.sweeps or args.dry_run:
-            raise ValueError(f"--hdccf: the ablations are planned for --dataset {ablations.DATASET}, without "
-                             f"--sweeps or --dry-run (got --dataset {args.dataset})")
+            raise ValueError(
+                f"--hdccf: the ablations are planned for --dataset {ablations.DATASET}, without "
+                f"--sweeps or --dry-run (got --dataset {args.dataset})"
+            )
         ablations.reproduce(args.losses, args.results)
         return 0
     planned = (sweep_plan if args.sweeps else plan)(args.dataset, args.device)

@@ -29,8 +29,19 @@ def _results_dir() -> Path:
 
 
 RESULTS_DIR = _results_dir()
-FIELDS = ("dataset", "model", "loss", "params", "metrics", "best_epoch", "epochs", "seconds", "command", "commit",
-          "created")
+FIELDS = (
+    "dataset",
+    "model",
+    "loss",
+    "params",
+    "metrics",
+    "best_epoch",
+    "epochs",
+    "seconds",
+    "command",
+    "commit",
+    "created",
+)
 METRICS = ("recall@20", "ndcg@20")
 OPTIONAL = ("valid_metrics", "stop_reason", "selected_metrics", "refit", "history")  # kept when the result has
 # them: sweeps select on valid_metrics; a refit run keeps the selected model's test metrics; history draws curves
@@ -43,31 +54,64 @@ _BSL = "BSL authors' MF training logs (arXiv 2312.12882; epoch picked on test th
 _BARS_NAMES = {"gowalla": "Gowalla", "yelp2018": "Yelp18", "amazon-book": "AmazonBooks"}
 
 
-def _published(label: str, model: str, loss: str | None, source: str,
-               values: dict[str, tuple[float, float]]) -> list[dict]:
-    return [{"label": label, "dataset": dataset, "model": model, "loss": loss,
-             "metrics": {"recall@20": recall, "ndcg@20": ndcg},
-             "source": source.format(_BARS_NAMES[dataset]) if "{}" in source else source}
-            for dataset, (recall, ndcg) in values.items()]
+def _published(
+    label: str, model: str, loss: str | None, source: str, values: dict[str, tuple[float, float]]
+) -> list[dict]:
+    return [
+        {
+            "label": label,
+            "dataset": dataset,
+            "model": model,
+            "loss": loss,
+            "metrics": {"recall@20": recall, "ndcg@20": ndcg},
+            "source": source.format(_BARS_NAMES[dataset]) if "{}" in source else source,
+        }
+        for dataset, (recall, ndcg) in values.items()
+    ]
 
 
 # Published reference results: full ranking, LightGCN splits, embedding size 64. ``model``/``loss`` name
 # the run of :mod:`recloss_lite.experiments.reproduce` that corresponds to the row (LightGCN and SimpleX have none).
 PUBLISHED: list[dict] = [
-    *_published("MF-BPR", "mf", "bpr", _BARS, {
-        "gowalla": (0.1627, 0.1378), "yelp2018": (0.0576, 0.0468), "amazon-book": (0.0338, 0.0261)}),
-    *_published("LightGCN", "lightgcn", "bpr", _LIGHTGCN, {
-        "gowalla": (0.1830, 0.1554), "yelp2018": (0.0649, 0.0530), "amazon-book": (0.0411, 0.0315)}),
-    *_published("MF-CCL", "mf", "ccl", _BARS, {
-        "gowalla": (0.1837, 0.1493), "yelp2018": (0.0698, 0.0572), "amazon-book": (0.0559, 0.0447)}),
-    *_published("SimpleX", "simplex", "ccl", _BARS, {
-        "gowalla": (0.1872, 0.1557), "yelp2018": (0.0701, 0.0575), "amazon-book": (0.0583, 0.0468)}),
+    *_published(
+        "MF-BPR",
+        "mf",
+        "bpr",
+        _BARS,
+        {"gowalla": (0.1627, 0.1378), "yelp2018": (0.0576, 0.0468), "amazon-book": (0.0338, 0.0261)},
+    ),
+    *_published(
+        "LightGCN",
+        "lightgcn",
+        "bpr",
+        _LIGHTGCN,
+        {"gowalla": (0.1830, 0.1554), "yelp2018": (0.0649, 0.0530), "amazon-book": (0.0411, 0.0315)},
+    ),
+    *_published(
+        "MF-CCL",
+        "mf",
+        "ccl",
+        _BARS,
+        {"gowalla": (0.1837, 0.1493), "yelp2018": (0.0698, 0.0572), "amazon-book": (0.0559, 0.0447)},
+    ),
+    *_published(
+        "SimpleX",
+        "simplex",
+        "ccl",
+        _BARS,
+        {"gowalla": (0.1872, 0.1557), "yelp2018": (0.0701, 0.0575), "amazon-book": (0.0583, 0.0468)},
+    ),
     # The BSL authors' MF logs (arXiv 2312.12882): their loss is MINE+ (tau = t1, lam = t2; 800 negatives per row,
     # lr 1e-4, embedding dropout 0.1, ~390 epochs), and their sampled softmax is InfoNCE on the same set-up.
     *_published("MF-BSL (MINE+)", "mf", "mine+", _BSL, {"gowalla": (0.1882, 0.1584), "yelp2018": (0.0725, 0.0599)}),
     *_published("MF-softmax", "mf", "infonce", _BSL, {"gowalla": (0.1759, 0.1395), "yelp2018": (0.0721, 0.0592)}),
-    *_published("EASE", "ease", None, _BARS + " (l2 80 / 300 / 50)", {
-        "gowalla": (0.1765, 0.1467), "yelp2018": (0.0657, 0.0552), "amazon-book": (0.0710, 0.0567)}),
+    *_published(
+        "EASE",
+        "ease",
+        None,
+        _BARS + " (l2 80 / 300 / 50)",
+        {"gowalla": (0.1765, 0.1467), "yelp2018": (0.0657, 0.0552), "amazon-book": (0.0710, 0.0567)},
+    ),
 ]
 
 
@@ -77,17 +121,26 @@ def _check_part(what: str, value: str) -> str:
     return value
 
 
-def result_path(dataset: str, model: str, loss: str | None, tag: str | None = None,
-                root: str | Path | None = None) -> Path:
+def result_path(
+    dataset: str, model: str, loss: str | None, tag: str | None = None, root: str | Path | None = None
+) -> Path:
     """``<root>/<dataset>/<model>[-<loss>][-<tag>].json`` (root defaults to ``book/results``; loss None for iALS and
     EASE; chapter 07_training)."""
-    parts = [_check_part(what, value) for what, value in (("model", model), ("loss", loss), ("tag", tag))
-             if what == "model" or value is not None]
+    parts = [
+        _check_part(what, value)
+        for what, value in (("model", model), ("loss", loss), ("tag", tag))
+        if what == "model" or value is not None
+    ]
     return Path(root or RESULTS_DIR) / _check_part("dataset", dataset) / ("-".join(parts) + ".json")
 
 
-def record_result(result: dict, tag: str | None = None, root: str | Path | None = None,
-                  metrics: tuple[str, ...] = METRICS, optional: tuple[str, ...] = OPTIONAL) -> Path:
+def record_result(
+    result: dict,
+    tag: str | None = None,
+    root: str | Path | None = None,
+    metrics: tuple[str, ...] = METRICS,
+    optional: tuple[str, ...] = OPTIONAL,
+) -> Path:
     """Store a finished run (``train.fit``'s result dict, or one with the same keys) and return its file.
 
     Keeps the fields of :data:`FIELDS`, with ``metrics`` reduced to ``metrics`` (default :data:`METRICS`, the test
@@ -121,7 +174,7 @@ def load_results(dataset: str, root: str | Path | None = None) -> list[dict]:
         if missing:
             raise ValueError(f"{path}: missing fields {missing}")
         plain = result_path(dataset, record["model"], record["loss"], root=root).stem
-        tag = path.stem[len(plain) + 1:] if path.stem.startswith(plain + "-") else None
+        tag = path.stem[len(plain) + 1 :] if path.stem.startswith(plain + "-") else None
         results.append({**record, "file": str(path), "tag": tag})
     return results
 
@@ -140,12 +193,17 @@ def comparison(dataset: str, runs: list[tuple[str, str | None, str]], root: str 
     rows = []
     for model, loss, command in runs:
         result, reference = stored.get((model, loss)), references.get((model, loss))
-        row = {"model": model, "loss": loss, "command": command,
-               "metrics": result["metrics"] if result else None,
-               **{key: result[key] if result else None for key in ("best_epoch", "epochs", "seconds")},
-               "published": reference["metrics"] if reference else None,
-               "source": reference["source"] if reference else None}
-        row["difference"] = ({key: row["metrics"][key] - row["published"][key] for key in METRICS}
-                             if result and reference else None)
+        row = {
+            "model": model,
+            "loss": loss,
+            "command": command,
+            "metrics": result["metrics"] if result else None,
+            **{key: result[key] if result else None for key in ("best_epoch", "epochs", "seconds")},
+            "published": reference["metrics"] if reference else None,
+            "source": reference["source"] if reference else None,
+        }
+        row["difference"] = (
+            {key: row["metrics"][key] - row["published"][key] for key in METRICS} if result and reference else None
+        )
         rows.append(row)
     return rows

@@ -37,10 +37,17 @@ def parse_grid(pairs: list[str]) -> dict[str, list]:
         if not sep or not values:
             raise ValueError(f"--grid {pair!r}: expected NAME=V1,V2,... e.g. tau=0.05,0.1")
         if name not in LOSS_PARAMS and name not in fields:
-            raise ValueError(f"--grid {pair!r}: {name!r} is neither a loss parameter {LOSS_PARAMS} nor a setting "
-                             f"of recloss-lite train")
-        kind = float if name in LOSS_PARAMS else {"int": int, "float": float, "float | None": float, "bool":
-                                                   lambda text: text.lower() == "true"}.get(fields[name].type, str)
+            raise ValueError(
+                f"--grid {pair!r}: {name!r} is neither a loss parameter {LOSS_PARAMS} nor a setting "
+                f"of recloss-lite train"
+            )
+        kind = (
+            float
+            if name in LOSS_PARAMS
+            else {"int": int, "float": float, "float | None": float, "bool": lambda text: text.lower() == "true"}.get(
+                fields[name].type, str
+            )
+        )
         try:
             grid[name] = [kind(value) for value in values.split(",")]
         except ValueError:
@@ -50,8 +57,12 @@ def parse_grid(pairs: list[str]) -> dict[str, list]:
 
 def trial_name(settings: dict) -> str:
     """A file-safe name for one point of the grid: ``tau0.05-lr0.001``."""
-    return "-".join(f"{name}{value:g}" if isinstance(value, float) else f"{name}{value}"
-                    for name, value in settings.items()) or "base"
+    return (
+        "-".join(
+            f"{name}{value:g}" if isinstance(value, float) else f"{name}{value}" for name, value in settings.items()
+        )
+        or "base"
+    )
 
 
 def configurations(base: TrainConfig, grid: dict[str, list]) -> list[tuple[dict, TrainConfig]]:
@@ -65,10 +76,18 @@ def configurations(base: TrainConfig, grid: dict[str, list]) -> list[tuple[dict,
     return points
 
 
-def successive_halving(base: TrainConfig, grid: dict[str, list], first_epochs: int, eta: int = 3,
-                       rounds: int | None = None, dataset: data.Dataset | None = None,
-                       results_root: str | Path | None = None, runs_root: str | Path = RUNS_DIR,
-                       label: str | None = None, progress: bool = True) -> dict:
+def successive_halving(
+    base: TrainConfig,
+    grid: dict[str, list],
+    first_epochs: int,
+    eta: int = 3,
+    rounds: int | None = None,
+    dataset: data.Dataset | None = None,
+    results_root: str | Path | None = None,
+    runs_root: str | Path = RUNS_DIR,
+    label: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Run the search (module docstring) and store it; returns the search record (``rounds``, ``winner``)."""
     if first_epochs < 1 or eta < 2:
         raise ValueError(f"first_epochs={first_epochs} must be >= 1 and eta={eta} >= 2")
@@ -88,28 +107,52 @@ def successive_halving(base: TrainConfig, grid: dict[str, list], first_epochs: i
             # Validation only: the test split is never scored while choosing.
             default = full_ranking(config, dataset)
             evaluation = Evaluation(default.fit_train, default.validate, None, default.key)
-            result, _ = fit(config, dataset, out_dir=Path(runs_root) / base.dataset / label / trial_name(settings),
-                            resume=True, progress=False, evaluation=evaluation)
+            result, _ = fit(
+                config,
+                dataset,
+                out_dir=Path(runs_root) / base.dataset / label / trial_name(settings),
+                resume=True,
+                progress=False,
+                evaluation=evaluation,
+            )
             scores[index] = result["valid_metrics"].get(default.key, -1.0)
             trial = trials.setdefault(index, {"settings": settings, "rounds": []})
-            trial["rounds"].append({"round": number, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
-                                    "stop_reason": result["stop_reason"], "valid_metrics": result["valid_metrics"],
-                                    "seconds": result["seconds"]})
+            trial["rounds"].append(
+                {
+                    "round": number,
+                    "epochs": result["epochs"],
+                    "best_epoch": result["best_epoch"],
+                    "stop_reason": result["stop_reason"],
+                    "valid_metrics": result["valid_metrics"],
+                    "seconds": result["seconds"],
+                }
+            )
             trial.update(params=result["params"], commit=git_commit(), created=result["created"])
             write_json_atomic(folder / f"{trial_name(settings)}.json", trial)
             if progress:
-                print(f"round {number}, {epochs} epochs: {trial_name(settings)} valid {default.key} "
-                      f"{scores[index]:.4f} (best epoch {result['best_epoch']}, {result['stop_reason']})", flush=True)
+                print(
+                    f"round {number}, {epochs} epochs: {trial_name(settings)} valid {default.key} "
+                    f"{scores[index]:.4f} (best epoch {result['best_epoch']}, {result['stop_reason']})",
+                    flush=True,
+                )
         ranking = sorted(alive, key=lambda i: -scores[i])
-        record["rounds"].append({"round": number, "epochs": epochs, "ranking": [
-            {"trial": trial_name(points[i][0]), "valid": scores[i]} for i in ranking]})
-        alive = ranking[:max(1, math.ceil(len(ranking) / eta))]
+        record["rounds"].append(
+            {
+                "round": number,
+                "epochs": epochs,
+                "ranking": [{"trial": trial_name(points[i][0]), "valid": scores[i]} for i in ranking],
+            }
+        )
+        alive = ranking[: max(1, math.ceil(len(ranking) / eta))]
         if len(alive) == 1:
             break
         epochs *= eta
     winner_settings, winner = points[alive[0]]
-    record["winner"] = {"trial": trial_name(winner_settings), "settings": winner_settings,
-                        "valid": record["rounds"][-1]["ranking"][0]["valid"],
-                        "command": train_command(winner, Path("runs") / f"{base.dataset}-{label}-tuned")}
+    record["winner"] = {
+        "trial": trial_name(winner_settings),
+        "settings": winner_settings,
+        "valid": record["rounds"][-1]["ranking"][0]["valid"],
+        "command": train_command(winner, Path("runs") / f"{base.dataset}-{label}-tuned"),
+    }
     write_json_atomic(folder.with_suffix(".json"), record)
     return record

@@ -220,8 +220,7 @@ def _claim_bpr_le_n_infonce() -> Claim:
     total = sp.Symbol("S", positive=True)
     steps = (
         Step(
-            "each term: $x_j \\le x_j + R_j = \\sum_k x_k$ ($R_j$ = the other negatives' terms) and log "
-            "is increasing",
+            "each term: $x_j \\le x_j + R_j = \\sum_k x_k$ ($R_j$ = the other negatives' terms) and log is increasing",
             sp.log(1 + own),
             "<=",
             sp.log(1 + own + rest),
@@ -400,8 +399,7 @@ def _claim_infonce_mi_bound() -> Claim:
     u = sp.Symbol("u", positive=True)
     steps = (
         Step(
-            "log(N + 1) - InfoNCE is the log-ratio of the positive's $e^{f_0}$ to the mean over all N + 1 "
-            "candidates",
+            "log(N + 1) - InfoNCE is the log-ratio of the positive's $e^{f_0}$ to the mean over all N + 1 candidates",
             sp.log(count) - (-critic[0] + sp.log(sp.Sum(sp.exp(critic[index]), (index, 0, N_SYM)))),
             "=",
             sp.log(sp.exp(critic[0]) / mean),

@@ -54,9 +54,7 @@ class GradientRow:
     d_positive: sp.Expr
     balance: sp.Expr
 
-    def _evaluate(
-        self, expr: sp.Expr, pos: np.ndarray, neg: np.ndarray, params: dict[str, float]
-    ) -> np.ndarray:
+    def _evaluate(self, expr: sp.Expr, pos: np.ndarray, neg: np.ndarray, params: dict[str, float]) -> np.ndarray:
         values = {"tau": 1.0, "lam": 1.0, "eps": 1.0, "neg_weight": 1.0, "margin": 0.0, **params}
         function = sp.lambdify(GRADIENT_ARGS, expr, modules="numpy")
         pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)

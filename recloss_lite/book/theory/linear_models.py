@@ -45,9 +45,7 @@ def ials_steps() -> list[Step]:
     l2 = sp.Symbol("lambda", positive=True)
     unobserved = sp.Symbol("w_0", positive=True)
     general_objective = (target - items * user).T * weights * (target - items * user) + l2 * user.T * user
-    general_gradient = (
-        2 * (items.T * weights * items + l2 * sp.Identity(k)) * user - 2 * items.T * weights * target
-    )
+    general_gradient = 2 * (items.T * weights * items + l2 * sp.Identity(k)) * user - 2 * items.T * weights * target
 
     h = sp.Matrix(3, 2, lambda i, j: sp.Symbol(f"h_{i + 1}{j + 1}", real=True))
     w = sp.Matrix(2, 1, lambda i, j: sp.Symbol(f"w_{i + 1}", real=True))
@@ -64,8 +62,7 @@ def ials_steps() -> list[Step]:
     right_side = c1 * h[0, :].T + c2 * h[1, :].T
     return [
         Step(
-            "gradient of one user's objective; zero at the optimum: "
-            "$(H^\\top C H + \\lambda I)\\, w = H^\\top C y$",
+            "gradient of one user's objective; zero at the optimum: $(H^\\top C H + \\lambda I)\\, w = H^\\top C y$",
             sp.Derivative(general_objective, user),
             "=",
             general_gradient,
@@ -76,8 +73,7 @@ def ials_steps() -> list[Step]:
             "$w_0 H^\\top H$ plus one rank-one term per observed item",
             sp.MatMul(items.T, weights, items),
             "=",
-            unobserved * items.T * items
-            + sp.MatrixSymbol(r"\sum_{i \in P_u} (c_{ui} - w_0) h_i h_i^\top", k, k),
+            unobserved * items.T * items + sp.MatrixSymbol(r"\sum_{i \in P_u} (c_{ui} - w_0) h_i h_i^\top", k, k),
             check=_matrices_equal(h.T * confidence * h, gramian),
         ),
         Step(
@@ -115,9 +111,7 @@ def ease_steps() -> list[Step]:
     n, m = sp.symbols("n m", positive=True, integer=True)
     data_matrix, weights = sp.MatrixSymbol("X", n, m), sp.MatrixSymbol("B", m, m)
     l2 = sp.Symbol("lambda", positive=True)
-    general_objective = sp.Trace(
-        (data_matrix - data_matrix * weights).T * (data_matrix - data_matrix * weights)
-    )
+    general_objective = sp.Trace((data_matrix - data_matrix * weights).T * (data_matrix - data_matrix * weights))
     general_gradient = 2 * data_matrix.T * (data_matrix * weights - data_matrix) + 2 * l2 * weights
 
     x = sp.Matrix(3, 2, lambda i, j: sp.Symbol(f"x_{i + 1}{j + 1}", real=True))
@@ -184,9 +178,9 @@ def debiased_mse_steps() -> list[Step]:
     correction = neg_weight * tau_plus / (1 - tau_plus)
     all_weight = neg_weight * density / (1 - tau_plus)
     coefficient = 1 - correction + all_weight
-    reweighted = sum(
-        coefficient * scores[i, j] ** 2 - 2 * scores[i, j] + 1 for i, j in observed
-    ) + all_weight * sum(scores[i, j] ** 2 for i, j in unobserved)
+    reweighted = sum(coefficient * scores[i, j] ** 2 - 2 * scores[i, j] + 1 for i, j in observed) + all_weight * sum(
+        scores[i, j] ** 2 for i, j in unobserved
+    )
     scaled = coefficient * scores
     plain = sum((scaled[i, j] - 1) ** 2 for i, j in observed) + all_weight / coefficient * sum(
         scaled[i, j] ** 2 for i, j in unobserved

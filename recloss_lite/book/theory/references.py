@@ -22,9 +22,7 @@ from scipy.special import gammaln, logsumexp, rel_entr
 def _check_scores(pos: np.ndarray, neg: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
     if pos.ndim != 1 or neg.ndim != 2 or neg.shape[0] != pos.shape[0] or neg.shape[1] == 0:
-        raise ValueError(
-            f"theory: pos must be (B,) and neg (B, N) with N >= 1, got {pos.shape} and {neg.shape}"
-        )
+        raise ValueError(f"theory: pos must be (B,) and neg (B, N) with N >= 1, got {pos.shape} and {neg.shape}")
     if not tau > 0:
         raise ValueError(f"theory: tau={tau} must be > 0")
     return pos / tau, neg / tau
@@ -39,9 +37,7 @@ def infonce(pos: np.ndarray, neg: np.ndarray, tau: float = 1.0) -> np.ndarray:
     return logsumexp(np.concatenate([a[:, None], b], axis=1), axis=1) - a
 
 
-def infonce_plus(
-    pos: np.ndarray, neg: np.ndarray, tau: float = 1.0, eps: float = 1.0, lam: float = 1.0
-) -> np.ndarray:
+def infonce_plus(pos: np.ndarray, neg: np.ndarray, tau: float = 1.0, eps: float = 1.0, lam: float = 1.0) -> np.ndarray:
     """InfoNCE+ per row: -a + lam * log(eps * e^a + sum_j e^{b_j}) (Li & Jin; spec ``infonce+``), float64.
 
     Chapter 03_bounds.
@@ -128,9 +124,7 @@ class DistributionCase:
     critic: np.ndarray
 
 
-def distribution_cases(
-    rng: np.random.Generator, n_trials: int, adversarial: bool = True
-) -> list[DistributionCase]:
+def distribution_cases(rng: np.random.Generator, n_trials: int, adversarial: bool = True) -> list[DistributionCase]:
     """Random (P, Q, T) with k in 2..20, Dirichlet concentrations 0.05..10; adversarial: the optimal critic
     log(P/Q) + c (equality), P = Q with a constant critic, critics of +-1e4, nearly degenerate P.
 
@@ -177,9 +171,7 @@ def sample_cases(rng: np.random.Generator, n_trials: int, adversarial: bool = Tr
     for _ in range(n_trials):
         k = int(rng.integers(1, 5))
         scale = float(np.exp(rng.uniform(math.log(1e-2), math.log(30.0))))
-        cases.append(
-            SampleCase(rng.normal(0.0, scale, size=k), rng.dirichlet(np.ones(k)), int(rng.integers(1, 13)))
-        )
+        cases.append(SampleCase(rng.normal(0.0, scale, size=k), rng.dirichlet(np.ones(k)), int(rng.integers(1, 13))))
     if adversarial:
         cases.append(SampleCase(np.array([3.0]), np.array([1.0]), 7))
         cases.append(SampleCase(np.array([-1e4, 1e4]), np.array([0.5, 0.5]), 5))
@@ -299,9 +291,7 @@ def infonce_mi_estimate(joint: np.ndarray, critic: np.ndarray, num_negatives: in
     neg = critic[:, tuples]  # (k_u, T, N)
     pos = critic[:, :, None, None]  # (k_u, k_i, 1, 1)
     shape = (critic.shape[0], critic.shape[1], len(tuples), num_negatives)
-    scores = np.concatenate(
-        [np.broadcast_to(pos, shape[:3] + (1,)), np.broadcast_to(neg[:, None], shape)], axis=3
-    )
+    scores = np.concatenate([np.broadcast_to(pos, shape[:3] + (1,)), np.broadcast_to(neg[:, None], shape)], axis=3)
     row_loss = logsumexp(scores, axis=3) - critic[:, :, None]  # (k_u, k_i, T)
     expected = np.einsum("ui,uit,t->", joint, row_loss, np.exp(tuple_log_prob))
     return float(math.log(num_negatives + 1) - expected)
