@@ -138,6 +138,14 @@ def library() -> ctypes.CDLL | None:
     return _library
 
 
+def _run(name: str, *args: torch.Tensor | int | float | None) -> int:
+    """Call kernel ``name`` of the loaded library (:func:`_loaded`): a tensor passes its data pointer, None a NULL
+    pointer, a number itself (ctypes converts it by the kernel's signature). Returns the kernel's result (0 for
+    the kernels that return nothing)."""
+    function = getattr(_loaded(), name)
+    return function(*(arg.data_ptr() if isinstance(arg, torch.Tensor) else arg for arg in args)) or 0
+
+
 def _loaded() -> ctypes.CDLL:
     """The loaded kernel library, for a kernel that has already checked it is there (:func:`_applies`, or
     ``library() is not None``); RuntimeError otherwise."""
@@ -251,19 +259,8 @@ def row_adam(
     for name, tensor in (("moments", moments), ("ids", ids), ("grads", grads), ("decay", decay)):
         if tensor is not None and (_overlap(tensor, weight) or (tensor is not moments and _overlap(tensor, moments))):
             raise ValueError(f"row_adam: {name} shares memory with weight or moments, which the kernel updates")
-    _loaded().row_adam(
-        weight.data_ptr(),
-        moments.data_ptr(),
-        ids.data_ptr(),
-        grads.data_ptr(),
-        None if decay is None else decay.data_ptr(),
-        len(ids),
-        d,
-        beta1,
-        beta2,
-        eps,
-        step_size,
-        _threads(len(ids)),
+    _run(
+        "row_adam", weight, moments, ids, grads, decay, len(ids), d, beta1, beta2, eps, step_size, _threads(len(ids))
     )  # distinct rows: the threads update disjoint rows
     return True
 
@@ -280,16 +277,17 @@ def batch_scores(
     batch, n_neg = negatives.shape
     pos = torch.empty(batch, dtype=weight.dtype)
     neg = torch.empty(batch, n_neg, dtype=weight.dtype)
-    _loaded().batch_scores(
-        weight.data_ptr(),
+    _run(
+        "batch_scores",
+        weight,
         weight.shape[1],
-        users.data_ptr(),
-        items.data_ptr(),
-        negatives.data_ptr(),
+        users,
+        items,
+        negatives,
         batch,
         n_neg,
-        pos.data_ptr(),
-        neg.data_ptr(),
+        pos,
+        neg,
         _threads(batch * (1 + n_neg)),
     )
     return pos, neg
@@ -318,18 +316,19 @@ def batch_scores_backward(
     grad_pos = _floats(function, "grad_pos", grad_pos, (batch,), "(B,)")
     grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
     grads = torch.zeros(n_slots, weight.shape[1], dtype=weight.dtype)
-    _loaded().batch_scores_backward(
-        weight.data_ptr(),
+    _run(
+        "batch_scores_backward",
+        weight,
         weight.shape[1],
-        users.data_ptr(),
-        items.data_ptr(),
-        negatives.data_ptr(),
+        users,
+        items,
+        negatives,
         batch,
         n_neg,
-        grad_pos.data_ptr(),
-        grad_neg.data_ptr(),
-        slot.data_ptr(),
-        grads.data_ptr(),
+        grad_pos,
+        grad_neg,
+        slot,
+        grads,
         n_slots,
         _threads(len(slot)),
     )
@@ -369,16 +368,17 @@ def distinct(
     inverse, order, scratch = (
         torch.empty(len(ids) if use else 0, dtype=torch.int64) for use in (True, grouped, grouped)
     )
-    found = _loaded().distinct_rows(
-        ids.data_ptr(),
+    found = _run(
+        "distinct_rows",
+        ids,
         len(ids),
         n,
-        marked.data_ptr(),
-        position.data_ptr(),
-        unique.data_ptr(),
-        inverse.data_ptr(),
-        counts.data_ptr(),
-        *((start.data_ptr(), order.data_ptr(), scratch.data_ptr()) if grouped else (None, None, None)),
+        marked,
+        position,
+        unique,
+        inverse,
+        counts,
+        *((start, order, scratch) if grouped else (None, None, None)),
     )
     if found < 0:
         _ids("distinct", "ids", ids, (ids.numel(),), "(K,)", n, f"the table has {n} rows")  # raises
@@ -420,17 +420,7 @@ def topk(
     excluded = _ids("topk", "excluded", excluded, (excluded.numel(),), "(E,)", n, f"the rows have {n} items")
     values = torch.empty(rows, k, dtype=torch.float32)
     indices = torch.empty(rows, k, dtype=torch.int64)
-    bad = _loaded().topk_rows(
-        scores.data_ptr(),
-        rows,
-        n,
-        k,
-        exclude_ptr.data_ptr(),
-        excluded.data_ptr(),
-        values.data_ptr(),
-        indices.data_ptr(),
-        _threads(rows * n // 1024),
-    )
+    bad = _run("topk_rows", scores, rows, n, k, exclude_ptr, excluded, values, indices, _threads(rows * n // 1024))
     return int(bad) if bad else (values, indices)
 
 
@@ -486,17 +476,18 @@ def grouped_scores(
     batch = len(users)
     pos = torch.empty(batch, dtype=torch.float32)
     neg = torch.empty(batch, n_neg, dtype=torch.float32)
-    if _loaded().grouped_scores(
-        table.data_ptr(),
+    if _run(
+        "grouped_scores",
+        table,
         table.shape[1],
-        users.data_ptr(),
-        order.data_ptr(),
-        start.data_ptr(),
+        users,
+        order,
+        start,
         table.shape[0],
         batch,
         n_neg,
-        pos.data_ptr(),
-        neg.data_ptr(),
+        pos,
+        neg,
         _threads(len(order)),
     ):
         _grouped("grouped_scores", table, users, order, start, n_neg, check=True)  # raises
@@ -523,19 +514,20 @@ def grouped_scores_backward(
     grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
     grads = torch.empty(k, d, dtype=torch.float32)  # both written by the kernel
     user_grads = torch.empty(PARTS, batch, d, dtype=torch.float32)  # one (B, d) block per part, added in order
-    if _loaded().grouped_scores_backward(
-        table.data_ptr(),
+    if _run(
+        "grouped_scores_backward",
+        table,
         d,
-        users.data_ptr(),
-        order.data_ptr(),
-        start.data_ptr(),
+        users,
+        order,
+        start,
         k,
         batch,
         n_neg,
-        grad_pos.data_ptr(),
-        grad_neg.data_ptr(),
-        grads.data_ptr(),
-        user_grads.data_ptr(),
+        grad_pos,
+        grad_neg,
+        grads,
+        user_grads,
         PARTS,
         _threads(len(order)),
     ):
@@ -554,9 +546,7 @@ def normalize(weight: torch.Tensor, ids: torch.Tensor | None = None) -> tuple[to
         ids = _ids("normalize", "ids", ids, (ids.numel(),), "(k,)", n, f"the table has {n} rows")
     k = n if ids is None else len(ids)
     unit, norms = torch.empty(k, d, dtype=torch.float32), torch.empty(k, dtype=torch.float32)
-    _loaded().normalize_rows(
-        weight.data_ptr(), None if ids is None else ids.data_ptr(), k, d, unit.data_ptr(), norms.data_ptr(), _threads(k)
-    )
+    _run("normalize_rows", weight, ids, k, d, unit, norms, _threads(k))
     return unit, norms
 
 
@@ -571,5 +561,5 @@ def normalize_backward(unit: torch.Tensor, norms: torch.Tensor, grads: torch.Ten
     grads = _floats(function, "grads", grads, (k, d), "(k, d)", in_place=True)
     if _overlap(grads, unit) or _overlap(grads, norms):
         raise ValueError(f"{function}: grads shares memory with unit or norms")
-    _loaded().normalize_rows_backward(unit.data_ptr(), norms.data_ptr(), k, d, grads.data_ptr(), _threads(k))
+    _run("normalize_rows_backward", unit, norms, k, d, grads, _threads(k))
     return grads
