@@ -421,10 +421,43 @@ def log_debiased_mean(log_mean: Tensor, log_pos_mean: Tensor, weight: float, log
     return torch.where(above_floor, unclamped, log_floor)
 
 
-def _log_negative_mean(logits_neg: Tensor, logit_pos: Tensor, tau_plus: float, log_floor: float) -> Tensor:
-    """log E_j[e^{b_j}] (tau_plus = 0) or log D[e^b] (tau_plus > 0, :func:`log_debiased_mean`) per row, (B, N),
-    (B,) -> (B,). Chapter 05_debiasing."""
-    log_mean = torch.logsumexp(logits_neg, dim=1) - math.log(logits_neg.shape[1])
+class _ScaledLogSumExp(torch.autograd.Function):
+    """log sum_j e^{scale x_j} per row of a finite (B, N) matrix, scale > 0: (B,), the logsumexp of every
+    exp-family loss. Four passes over the matrix forward and one backward, where ``torch.logsumexp(x * scale, 1)``
+    under autograd takes nine: the exponentials of the forward are kept, and the backward is their product with
+    the row's factor. On many shared negatives this part outweighs the score product itself."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        top = x.amax(dim=1, keepdim=True)
+        weights = torch.add(top * -scale, x, alpha=scale).exp_()  # e^{scale (x_j - max)}, in (0, 1]
+        total = weights.sum(dim=1)
+        ctx.save_for_backward(weights, total)
+        ctx.scale = scale
+        return top.squeeze(1) * scale + total.log()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        weights, total = ctx.saved_tensors
+        return weights * (grad * ctx.scale / total).unsqueeze(1), None  # scale * softmax(scale x) * grad
+
+
+def _log_sum_exp(neg: Tensor, tau: float, log_q_neg: Tensor | None) -> Tensor:
+    """log sum_j e^{s_j / tau - log q_j} per row, (B, N) -> (B,): the fused :class:`_ScaledLogSumExp` without a
+    log-Q correction, torch's logsumexp with one (or with no negatives)."""
+    if log_q_neg is None and neg.shape[1] > 0:
+        return _ScaledLogSumExp.apply(neg, 1.0 / tau)
+    logits = neg / tau if log_q_neg is None else neg / tau - log_q_neg
+    return torch.logsumexp(logits, dim=1)
+
+
+def _log_negative_mean(
+    log_sum: Tensor, num_negatives: int, logit_pos: Tensor, tau_plus: float, log_floor: float
+) -> Tensor:
+    """log E_j[e^{b_j}] (tau_plus = 0) or log D[e^b] (tau_plus > 0, :func:`log_debiased_mean`) per row, from
+    ``log_sum`` = log sum_j e^{b_j} (B,) of ``num_negatives`` negatives and the positive's logit (B,) -> (B,).
+    Chapter 05_debiasing."""
+    log_mean = log_sum - math.log(num_negatives)
     if tau_plus == 0.0:
         return log_mean
     return log_debiased_mean(log_mean, logit_pos, tau_plus, log_floor)
@@ -451,10 +484,11 @@ def _row_losses(
         negative_part = _negative_mean(phi_neg, phi_pos, tau_plus)
         return form.positive(pos, params) + form.weight(params, num_negatives) * negative_part
     values = {**params, **form.fixed}
-    logit_pos, logits_neg = pos / values["tau"], neg / values["tau"]
+    logit_pos = pos / values["tau"]
     if log_q is not None:  # Jean et al. 2015: subtract the log sampling probability from each logit
-        logit_pos, logits_neg = logit_pos - log_q[0], logits_neg - log_q[1]
-    log_negative = _log_negative_mean(logits_neg, logit_pos, tau_plus, -1.0 / values["tau"])
+        logit_pos = logit_pos - log_q[0]
+    log_sum = _log_sum_exp(neg, values["tau"], None if log_q is None else log_q[1])
+    log_negative = _log_negative_mean(log_sum, num_negatives, logit_pos, tau_plus, -1.0 / values["tau"])
     if form.count_negatives:
         log_negative = log_negative + math.log(num_negatives)
     if values["eps"] > 0.0:
@@ -543,7 +577,8 @@ def debiasing_monte_carlo(
     pos_t, neg_t = torch.from_numpy(pos), torch.from_numpy(neg)
     if isinstance(form, _ExpForm):  # kind == "exp"
         phi_neg, phi_pos = torch.exp(neg_t / tau), torch.exp(pos_t / tau)
-        clamped = torch.exp(_log_negative_mean(neg_t / tau, pos_t / tau, tau_plus, -1.0 / tau))
+        log_sum = torch.logsumexp(neg_t / tau, dim=1)
+        clamped = torch.exp(_log_negative_mean(log_sum, num_negatives, pos_t / tau, tau_plus, -1.0 / tau))
         floor, phi_text = math.exp(-1.0 / tau), f"exp(s / {tau:g})"
     else:
         params = {"margin": margin}
