@@ -296,12 +296,23 @@ static inline int bad_range(const int64_t *start, int64_t s, uint64_t occurrence
 }
 
 /* The batch row b of the item occurrence order[i] (a positive or a negative); -1 for a user's occurrence (the
-   caller skips it) and -2 for one outside [0, M) (the caller counts it). First prefetches the entry of `scattered`
-   (B x N, by negative) that the occurrence AHEAD places on will touch. */
+   caller skips it) and -2 for one outside [0, M) (the caller counts it). First prefetches what the occurrence AHEAD
+   places on will touch: its entry of `scattered` (B x N, by negative), its user's row of `table` (rows of d, by
+   users[b]) and, where `block` is not NULL, its row b of `block` (B x d). */
 static inline int64_t item_row(const int64_t *restrict order, int64_t i, int64_t end, int64_t batch, int64_t n_neg,
-                               double inverse_n_neg, uint64_t occurrences, const float *scattered) {
-    if (i + AHEAD < end && (uint64_t)order[i + AHEAD] < occurrences && order[i + AHEAD] >= 2 * batch)
-        __builtin_prefetch(scattered + order[i + AHEAD] - 2 * batch);
+                               double inverse_n_neg, uint64_t occurrences, const float *scattered,
+                               const float *table, const int64_t *users, const float *block, int64_t d) {
+    if (i + AHEAD < end) {
+        int64_t ahead = order[i + AHEAD];
+        if ((uint64_t)ahead < occurrences && ahead >= batch) {
+            int64_t b = ahead < 2 * batch ? ahead - batch : row_of(ahead - 2 * batch, n_neg, inverse_n_neg);
+            if (ahead >= 2 * batch) __builtin_prefetch(scattered + ahead - 2 * batch);
+            for (int64_t line = 0; line < d; line += 16) {
+                __builtin_prefetch(table + users[b] * d + line);
+                if (block) __builtin_prefetch(block + b * d + line, 1);
+            }
+        }
+    }
     int64_t o = order[i];
     if ((uint64_t)o >= occurrences) return -2;
     if (o < batch) return -1;  /* a user: scored with its rows' items */
@@ -320,7 +331,8 @@ int64_t grouped_scores(const float *restrict table, int64_t d, const int64_t *re
         if (bad_range(start, s, occurrences)) { bad++; continue; }
         const float *restrict q = table + s * d;
         for (int64_t i = start[s]; i < start[s + 1]; i++) {
-            int64_t b = item_row(order, i, start[s + 1], batch, n_neg, inverse_n_neg, occurrences, neg);
+            int64_t b = item_row(order, i, start[s + 1], batch, n_neg, inverse_n_neg, occurrences, neg, table, users,
+                                 NULL, d);
             if (b < 0) { bad += b == -2; continue; }
             int64_t o = order[i];
             const float *restrict u = table + users[b] * d;
@@ -358,7 +370,8 @@ int64_t grouped_scores_backward(const float *restrict table, int64_t d, const in
             const float *restrict q = table + s * d;
             float *restrict gq = grads + s * d;
             for (int64_t i = start[s]; i < start[s + 1]; i++) {
-                int64_t b = item_row(order, i, start[s + 1], batch, n_neg, inverse_n_neg, occurrences, grad_neg);
+                int64_t b = item_row(order, i, start[s + 1], batch, n_neg, inverse_n_neg, occurrences, grad_neg,
+                                     table, users, block, d);
                 if (b < 0) { bad += b == -2; continue; }
                 int64_t o = order[i];
                 float g = o < 2 * batch ? grad_pos[b] : grad_neg[o - 2 * batch];
