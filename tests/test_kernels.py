@@ -496,3 +496,12 @@ def test_topk_kernel_reports_the_first_non_finite_row_and_leaves_other_cases_to_
         kernels.topk(scores, 3, torch.tensor([0, 0, 0, 0, 1]), torch.tensor([200]))
     with pytest.raises(ValueError, match="^topk: exclude_ptr must start at 0 and never decrease"):
         kernels.topk(scores, 3, torch.tensor([0, 1, 0, 1, 1]), torch.tensor([5]))
+
+
+def test_first_outside_finds_the_first_id_out_of_range(library) -> None:
+    ids = torch.tensor([0, 5, -1, 9, 6], dtype=torch.int64)
+    assert kernels._run("first_outside", ids, len(ids), 6) == 2  # -1 comes before 6 and 9
+    assert kernels._run("first_outside", ids[3:], 2, 6) == 0
+    assert kernels._run("first_outside", ids[:2], 2, 6) == -1
+    assert kernels._run("first_outside", ids, len(ids), 10) == 2
+    assert kernels._run("first_outside", torch.tensor([2**62, 1]), 2, 10) == 0  # huge ids too, without overflow

@@ -55,7 +55,7 @@ void batch_scores(const float *restrict weight, int64_t d, const int64_t *restri
 }
 
 /* The backward of batch_scores: given dL/dpos (batch) and dL/dneg (batch x N), add each occurrence's gradient to
-   grads[slot] (n_slots x d, zeroed by the caller), where slot[...] maps the users, then the items, then the
+   grads[slot] (n_slots x d, zeroed here: each thread its own rows), where slot[...] maps the users, then the items, then the
    negatives of the batch (in that order, batch * (2 + N) entries) to rows of grads. Rows gu, gp, gq may be one row.
    The threads split the rows of grads, not the batch: each goes through the whole batch and adds only to its own
    rows, so every row sees the same additions in the same order as on one thread. */
@@ -67,6 +67,7 @@ void batch_scores_backward(const float *restrict weight, int64_t d, const int64_
     #pragma omp parallel for num_threads(threads) schedule(static, 1)
     for (int64_t part = 0; part < threads; part++) {
         const int64_t first = n_slots * part / threads, last = n_slots * (part + 1) / threads;
+        memset(grads + first * d, 0, (size_t)((last - first) * d) * sizeof(float));
         for (int64_t b = 0; b < batch; b++) {
             if (b + 4 < batch) prefetch_rows(weight, d, users, items, negatives, b + 4, n_neg);
             const float *restrict u = weight + users[b] * d;
@@ -126,6 +127,14 @@ void row_adam(float *restrict weight, float *restrict moments, const int64_t *re
             w[j] -= step_size * (first / (sqrtf(second) + eps));
         }
     }
+}
+
+/* The position of the first of ids[0..count) outside [0, n), or -1 where all lie inside: the range check the
+   Python side runs on every array of ids before a kernel reads through it (one pass, no allocation). */
+int64_t first_outside(const int64_t *restrict ids, int64_t count, int64_t n) {
+    for (int64_t i = 0; i < count; i++)
+        if ((uint64_t)ids[i] >= (uint64_t)n) return i;
+    return -1;
 }
 
 /* The distinct ids among ids[0..count) in increasing order: unique[0..k) (k is returned; -1, with nothing but

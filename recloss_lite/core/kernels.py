@@ -114,6 +114,7 @@ def _build() -> ctypes.CDLL | None:
             None,
         ),
         "row_adam": ([pointer] * 5 + [size] * 2 + [real] * 4 + [size], None),
+        "first_outside": ([pointer, size, size], size),
         "distinct_rows": ([pointer, size, size] + [pointer] * 8, size),
         "topk_rows": ([pointer, size, size, size] + [pointer] * 4 + [size], size),
         "grouped_scores": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 2 + [size], size),
@@ -182,16 +183,18 @@ def _ids(
 ) -> torch.Tensor:
     """``ids`` as a contiguous int64 CPU tensor of ``shape``, every id in [0, n_rows). Otherwise IndexError naming
     the argument and its dtype or device, or its smallest (if negative, else largest) id and the range, which
-    ``rows`` explains; ValueError for another shape. One min-max pass over the ids, no Python loop."""
+    ``rows`` explains; ValueError for another shape. One compiled pass over the ids (the kernel ``first_outside``;
+    a min-max pass where the library is off), no Python loop."""
     if ids.dtype != torch.int64 or ids.device.type != "cpu":
         raise IndexError(f"{function}: {name} must be an int64 tensor on the CPU, not {ids.dtype} on {ids.device}")
     if ids.shape != shape:
         raise ValueError(f"{function}: {name} {tuple(ids.shape)} must be {meaning} = {shape}")
-    if ids.numel():
+    ids = ids.contiguous()
+    if ids.numel() and (library() is None or _run("first_outside", ids, ids.numel(), n_rows) >= 0):
         low, high = (int(bound) for bound in torch.aminmax(ids))
         if low < 0 or high >= n_rows:
             raise IndexError(f"{function}: {name} holds {low if low < 0 else high} outside [0, {n_rows}) ({rows})")
-    return ids.contiguous()
+    return ids
 
 
 def _floats(
@@ -315,7 +318,7 @@ def batch_scores_backward(
     slot = _ids(function, "slot", slot, (batch * (2 + n_neg),), "(B * (2 + N),)", n_slots, f"n_slots = {n_slots}")
     grad_pos = _floats(function, "grad_pos", grad_pos, (batch,), "(B,)")
     grad_neg = _floats(function, "grad_neg", grad_neg, (batch, n_neg), "(B, N)")
-    grads = torch.zeros(n_slots, weight.shape[1], dtype=weight.dtype)
+    grads = torch.empty(n_slots, weight.shape[1], dtype=weight.dtype)  # zeroed by the kernel, row range by thread
     _run(
         "batch_scores_backward",
         weight,

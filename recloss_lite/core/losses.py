@@ -463,11 +463,13 @@ def _log_negative_mean(
     return log_debiased_mean(log_mean, logit_pos, tau_plus, log_floor)
 
 
-def _negative_mean(phi_neg: Tensor, phi_pos: Tensor, tau_plus: float) -> Tensor:
-    """E_j[phi(s_j)] (tau_plus = 0) or D[phi], floor 0 (tau_plus > 0): (B, N), (B,) -> (B,). Chapter 05."""
+def _negative_mean(phi_neg: Tensor, phi_pos: Tensor | None, tau_plus: float) -> Tensor:
+    """E_j[phi(s_j)] (tau_plus = 0) or D[phi], floor 0 (tau_plus > 0, which needs ``phi_pos``): (B, N), (B,) ->
+    (B,). Chapter 05."""
     mean = phi_neg.mean(dim=1)
     if tau_plus == 0.0:
         return mean
+    assert phi_pos is not None, "the debiased mean needs phi of the positive"
     return torch.clamp_min((mean - tau_plus * phi_pos) / (1.0 - tau_plus), 0.0)
 
 
@@ -480,7 +482,7 @@ def _row_losses(
     num_negatives = neg.shape[1]
     if isinstance(form, _PlainForm):
         phi_neg = form.phi(neg, pos, params)
-        phi_pos = form.phi(pos[:, None], pos, params)[:, 0]
+        phi_pos = form.phi(pos[:, None], pos, params)[:, 0] if tau_plus > 0.0 else None  # only the debiased use it
         negative_part = _negative_mean(phi_neg, phi_pos, tau_plus)
         return form.positive(pos, params) + form.weight(params, num_negatives) * negative_part
     values = {**params, **form.fixed}
