@@ -68,16 +68,7 @@ def test_bad_options_give_one_line_before_any_work(options, message, tmp_path, c
 
 def test_a_finished_run_is_reported_not_retrained(ml100k, tmp_path, capsys) -> None:
     args = [
-        "train",
-        "--dataset",
-        "ml-100k",
-        "--loss",
-        "bpr",
-        "--sampler",
-        "uniform",
-        "--epochs",
-        "2",
-        "--out",
+        *"train --dataset ml-100k --loss bpr --sampler uniform --epochs 2 --out".split(),
         str(tmp_path),
         "--quiet",
     ]
@@ -101,22 +92,9 @@ def test_seeds_are_trained_and_summarised(ml100k, tmp_path, capsys) -> None:
     assert (
         cli.main(
             [
-                "train",
-                "--dataset",
-                "ml-100k",
-                "--loss",
-                "bpr",
-                "--sampler",
-                "uniform",
-                "--epochs",
-                "2",
-                "--seeds",
-                "0",
-                "1",
-                "--out",
+                *"train --dataset ml-100k --loss bpr --sampler uniform --epochs 2 --seeds 0 1 --out".split(),
                 str(tmp_path),
-                "--quiet",
-                "--json",
+                *"--quiet --json".split(),
             ]
         )
         == 0
@@ -136,25 +114,11 @@ def test_record_stores_each_seed_in_the_results_store(ml100k, tmp_path, monkeypa
 
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "results")
     args = [
-        "train",
-        "--dataset",
-        "ml-100k",
-        "--loss",
-        "bpr",
-        "--sampler",
-        "uniform",
-        "--epochs",
-        "1",
-        "--refit",
-        "--seeds",
-        "0",
-        "1",
-        "--record",
-        "tuned",
-        "--out",
+        *(
+            "train --dataset ml-100k --loss bpr --sampler uniform --epochs 1 --refit --seeds 0 1 --record tuned --out"
+        ).split(),
         str(tmp_path / "runs"),
-        "--quiet",
-        "--json",
+        *"--quiet --json".split(),
     ]
     monkeypatch.setattr(sys, "argv", ["/somewhere/bin/recloss-lite", *args])  # as the installed command runs
     assert cli.main(args) == 0

@@ -25,23 +25,10 @@ from recloss_lite.experiments import cli
 
 TRAIN = [
     sys.executable,
-    "-m",
-    "recloss_lite.experiments.cli",
-    "train",
-    "--dataset",
-    "ml-100k",
-    "--loss",
-    "bpr",
-    "--sampler",
-    "uniform",
-    "--batch-size",
-    "512",
-    "--epochs",
-    "6",
-    "--patience",
-    "50",
-    "--quiet",
-    "--json",
+    *(
+        "-m recloss_lite.experiments.cli train --dataset ml-100k --loss bpr --sampler uniform "
+        "--batch-size 512 --epochs 6 --patience 50 --quiet --json"
+    ).split(),
 ]
 
 

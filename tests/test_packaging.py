@@ -63,21 +63,10 @@ def test_an_installed_copy_trains_from_another_folder(ml100k, tmp_path) -> None:
     assert module.startswith(str(target)) and Path(results_dir) == work / "book" / "results"
     assert compiled == "True"  # the kernels compiled from the shipped kernels.c
     trained = run(
-        "-m",
-        "recloss_lite.experiments.cli",
-        "train",
-        "--dataset",
-        "ml-100k",
-        "--loss",
-        "bpr",
-        "--sampler",
-        "uniform",
-        "--epochs",
-        "1",
-        "--out",
-        "run",
-        "--json",
-        "--quiet",
+        *(
+            "-m recloss_lite.experiments.cli train --dataset ml-100k --loss bpr --sampler uniform "
+            "--epochs 1 --out run --json --quiet"
+        ).split()
     )
     assert json.loads(trained.stdout.strip().splitlines()[-1])["metrics"]["recall@20"] > 0
     assert (work / "run" / "result.json").is_file()

@@ -10,28 +10,14 @@ from recloss_lite.experiments import cli
 def test_tune_halves_the_grid_on_validation_and_stores_every_trial(ml100k, tmp_path, capsys) -> None:
     code = cli.main(
         [
-            "tune",
-            "--dataset",
-            "ml-100k",
-            "--loss",
-            "mine+",
-            "--num-negatives",
-            "32",
-            "--epochs",
-            "20",
-            "--grid",
-            "tau=0.1,0.5",
-            "lr=1e-3,1e-2",
-            "--first-epochs",
-            "1",
-            "--eta",
-            "2",
-            "--results",
+            *(
+                "tune --dataset ml-100k --loss mine+ --num-negatives 32 --epochs 20 --grid tau=0.1,0.5 "
+                "lr=1e-3,1e-2 --first-epochs 1 --eta 2 --results"
+            ).split(),
             str(tmp_path / "sweeps"),
             "--runs",
             str(tmp_path / "runs"),
-            "--json",
-            "--quiet",
+            *"--json --quiet".split(),
         ]
     )
     assert code == 0

@@ -68,7 +68,7 @@ def draw_scores(ax, pos: np.ndarray, neg: np.ndarray, title: str, bins: int = 60
     """Draw the two score densities (step lines) on ``ax`` with the overlap area in the title; return the area."""
     pos_mass, neg_mass, edges = metrics.shared_histograms(pos, neg, bins)
     width = edges[1] - edges[0]
-    area = float(np.minimum(pos_mass, neg_mass).sum())
+    area = metrics.overlap_area(pos, neg, bins)
     ax.stairs(pos_mass / width, edges, label="test positives", color="tab:blue")
     ax.stairs(neg_mass / width, edges, label="random non-interacted", color="tab:red")
     ax.stairs(np.minimum(pos_mass, neg_mass) / width, edges, fill=True, color="grey", alpha=0.4, label="overlap")

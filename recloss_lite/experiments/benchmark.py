@@ -151,7 +151,7 @@ def run_benchmarks(
         "kernels": "compiled" if kernels.library() else "pytorch",
     }
     if progress:
-        print(f"{'kernels':>18}: {figures['kernels']} (RECLOSS_KERNELS=0 forces the PyTorch path)", flush=True)
+        print(f"{'kernels':>23}: {figures['kernels']} (RECLOSS_KERNELS=0 forces the PyTorch path)", flush=True)
 
     targets = TARGETS.get(torch.device(device).type, {}) if name == TARGETS_DATASET else {}
     checked: dict[str, dict[str, float | bool]] = {}
@@ -163,7 +163,7 @@ def run_benchmarks(
             checked[key] = {"target": targets[key], "met": value <= targets[key]}
             verdict = f"   target <= {targets[key]:g} {unit}: {'met' if checked[key]['met'] else 'missed'}"
         if progress:
-            print(f"{key:>18}: {value:8.3f} {unit}{verdict}", flush=True)
+            print(f"{key:>23}: {value:8.3f} {unit}{verdict}", flush=True)
 
     if peers:
         for key, value in implicit_seconds(dataset, repeats).items():
