@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recloss_lite.core import kernels
+from recloss_lite.core import kernels, losses
 from recloss_lite.core.training import RowAdam
 
 N_ROWS, DIM = 20, 5
@@ -505,3 +505,83 @@ def test_first_outside_finds_the_first_id_out_of_range(library) -> None:
     assert kernels._run("first_outside", ids[:2], 2, 6) == -1
     assert kernels._run("first_outside", ids, len(ids), 10) == 2
     assert kernels._run("first_outside", torch.tensor([2**62, 1]), 2, 10) == 0  # huge ids too, without overflow
+
+
+def _bpr_reference(weight, moments, ids, batch, tau, l2, adam_steps=1) -> tuple[torch.Tensor, ...]:
+    """The BPR step of the general path on copies: the loss of losses.make("bpr") on the dot products, autograd,
+    and RowAdam.step with the L2 term l2 * count / B; returns (mean loss, weight, moments)."""
+    weight, moments = weight.clone(), moments.clone()
+    adam = RowAdam(weight, lr=0.01)
+    adam.moments.copy_(moments)
+    adam.steps = adam_steps - 1
+    unique, inverse, counts = adam.distinct(ids)
+    leaf = weight[unique].clone().requires_grad_(True)
+    rows = leaf[inverse]
+    users, items, negatives = rows[:batch], rows[batch : 2 * batch], rows[2 * batch :].view(batch, -1, DIM)
+    pos, neg = (users * items).sum(-1), (negatives * users.unsqueeze(1)).sum(-1)
+    loss = losses.make("bpr", tau=tau)(pos, neg)
+    (grads,) = torch.autograd.grad(loss, leaf)
+    adam.step(unique, grads, unique=True, decay=counts.float() * (l2 / batch) if l2 else None)
+    return loss.detach(), weight, adam.moments
+
+
+@pytest.mark.parametrize(("tau", "l2"), [(1.0, 0.0), (0.5, 0.03)])
+def test_bpr_step_equals_autograd_and_row_adam(library, tau, l2) -> None:
+    weight, moments = _table()
+    batch = _batch()
+    ids = torch.cat([batch["users"], batch["items"], batch["negatives"].reshape(-1)])  # repeats, a positive as negative
+    ref_loss, ref_weight, ref_moments = _bpr_reference(weight, moments, ids, 4, tau, l2, adam_steps=3)
+    adam = RowAdam(weight, lr=0.01)
+    adam.moments.copy_(moments)
+    adam.steps = 2
+    loss = adam.bpr_step(ids, 4, tau, l2)
+    assert adam.steps == 3
+    assert loss == pytest.approx(float(ref_loss), rel=1e-6)
+    assert torch.allclose(weight, ref_weight, atol=1e-6) and torch.allclose(adam.moments, ref_moments, atol=1e-7)
+
+
+def test_bpr_step_is_finite_for_scores_of_1e4(library) -> None:
+    weight = torch.zeros(6, 2)
+    weight[0], weight[1], weight[2] = (
+        torch.tensor([100.0, 0.0]),
+        torch.tensor([-100.0, 0.0]),
+        torch.tensor([100.0, 0.0]),
+    )
+    adam = RowAdam(weight, lr=0.01)
+    loss = adam.bpr_step(torch.tensor([0, 1, 2]), 1, 1.0, 0.0)  # pos -1e4, neg +1e4: softplus(2e4) = 2e4
+    assert loss == pytest.approx(2e4) and torch.isfinite(weight).all()
+    assert adam.bpr_step(torch.tensor([0, 2, 1]), 1, 1.0, 0.0) == pytest.approx(0.0, abs=1e-30)  # the other way round
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_bpr_step_refuses_an_id_outside_the_table_and_counts_no_step(library, bad) -> None:
+    weight, moments = _table()
+    adam = RowAdam(weight, lr=0.01)
+    adam.moments.copy_(moments)
+    before = weight.clone(), moments.clone()
+    ids = torch.tensor([0, 1, 10, 11, 12, bad])
+    with pytest.raises(IndexError, match=rf"^bpr_step: ids holds {bad} outside \[0, 20\) \(the table has 20 rows\)$"):
+        adam.bpr_step(ids, 2, 1.0, 0.0)
+    assert torch.equal(weight, before[0]) and torch.equal(adam.moments, before[1]) and adam.steps == 0
+
+
+@pytest.mark.parametrize(
+    ("ids", "batch", "tau", "l2", "error", "message"),
+    [
+        (torch.arange(6), 4, 1.0, 0.0, ValueError, r"ids \(6,\) must be \(B \* \(2 \+ N\),\) with B = 4 and N >= 1"),
+        (torch.arange(4), 2, 1.0, 0.0, ValueError, r"ids \(4,\) must be \(B \* \(2 \+ N\),\) with B = 2 and N >= 1"),
+        (torch.arange(6, dtype=torch.int32), 2, 1.0, 0.0, IndexError, "ids must be an int64 tensor on the CPU"),
+        (torch.arange(6), 2, 0.0, 0.0, ValueError, r"tau = 0.0 must be > 0 and l2 = 0.0 >= 0, both finite"),
+        (torch.arange(6), 2, 1.0, float("nan"), ValueError, r"tau = 1.0 must be > 0 and l2 = nan >= 0"),
+    ],
+)
+def test_bpr_step_refuses_bad_arguments(library, ids, batch, tau, l2, error, message) -> None:
+    weight, moments = _table()
+    before = weight.clone()
+    with pytest.raises(error, match=f"^bpr_step: {message}"):
+        kernels.bpr_step(weight, moments, ids, batch, tau, l2, ADAM, *_scratch_of(weight))
+    assert torch.equal(weight, before)
+
+
+def _scratch_of(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(len(weight), dtype=torch.bool), torch.zeros(len(weight), dtype=torch.int64)

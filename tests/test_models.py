@@ -30,25 +30,31 @@ def _weights_after(toy, monkeypatch, switch: str, threads: int = 1, epochs: int 
 
 
 @pytest.mark.parametrize(
-    ("similarity", "negatives", "loss"),
+    ("similarity", "negatives", "loss", "extra"),
     [
-        ("dot", 1, "bpr"),  # kernels.batch_scores straight from the table
-        ("dot", 20, "mine+"),  # the grouped layout
-        ("cosine", 1, "bpr"),  # grouped, with the compiled normalisation
-        ("cosine", 40, "infonce"),
+        ("dot", 1, "bpr", {}),  # the whole step in one call (kernels.bpr_step)
+        ("dot", 4, "bpr", {"l2": 0.03, "loss_params": {"tau": 0.5}}),  # with its L2 term and temperature
+        ("dot", 4, "mse", {}),  # kernels.batch_scores straight from the table
+        ("dot", 20, "mine+", {}),  # the grouped layout
+        ("cosine", 1, "bpr", {}),  # grouped, with the compiled normalisation
+        ("cosine", 40, "infonce", {}),
     ],
 )
-def test_kernel_training_step_equals_pytorch(toy, monkeypatch, compiled, similarity, negatives, loss) -> None:
-    settings = {"similarity": similarity, "num_negatives": negatives, "loss": loss}
+def test_kernel_training_step_equals_pytorch(toy, monkeypatch, compiled, similarity, negatives, loss, extra) -> None:
+    settings = {"similarity": similarity, "num_negatives": negatives, "loss": loss, **extra}
     fast, fast_losses = _weights_after(toy, monkeypatch, "1", **settings)
     slow, slow_losses = _weights_after(toy, monkeypatch, "0", **settings)
     assert torch.allclose(fast, slow, atol=1e-5)  # float32 sums in another order: equal to rounding
     assert fast_losses == pytest.approx(slow_losses, rel=1e-5)
 
 
-@pytest.mark.parametrize("similarity", ["dot", "cosine"])
-def test_kernel_training_is_deterministic_on_any_thread_count(toy, monkeypatch, compiled, similarity) -> None:
-    settings = {"similarity": similarity, "num_negatives": 20, "loss": "mine+"}
+@pytest.mark.parametrize(
+    ("similarity", "negatives", "loss"), [("dot", 20, "mine+"), ("cosine", 20, "mine+"), ("dot", 2, "bpr")]
+)
+def test_kernel_training_is_deterministic_on_any_thread_count(
+    toy, monkeypatch, compiled, similarity, negatives, loss
+) -> None:
+    settings = {"similarity": similarity, "num_negatives": negatives, "loss": loss}
     first, first_losses = _weights_after(toy, monkeypatch, "1", threads=1, **settings)
     again, again_losses = _weights_after(toy, monkeypatch, "1", threads=1, **settings)
     threaded, threaded_losses = _weights_after(toy, monkeypatch, "1", threads=2, **settings)

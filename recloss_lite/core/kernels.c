@@ -306,16 +306,15 @@ static inline int bad_range(const int64_t *start, int64_t s, uint64_t occurrence
 
 /* The batch row b of the item occurrence order[i] (a positive or a negative); -1 for a user's occurrence (the
    caller skips it) and -2 for one outside [0, M) (the caller counts it). First prefetches what the occurrence AHEAD
-   places on will touch: its entry of `scattered` (B x N, by negative), its user's row of `table` (rows of d, by
-   users[b]) and, where `block` is not NULL, its row b of `block` (B x d). */
+   places on will touch: its user's row of `table` (rows of d, by users[b]) and, where `block` is not NULL, its row b
+   of `block` (B x d). */
 static inline int64_t item_row(const int64_t *restrict order, int64_t i, int64_t end, int64_t batch, int64_t n_neg,
-                               double inverse_n_neg, uint64_t occurrences, const float *scattered,
-                               const float *table, const int64_t *users, const float *block, int64_t d) {
+                               double inverse_n_neg, uint64_t occurrences, const float *table, const int64_t *users,
+                               const float *block, int64_t d) {
     if (i + AHEAD < end) {
         int64_t ahead = order[i + AHEAD];
         if ((uint64_t)ahead < occurrences && ahead >= batch) {
             int64_t b = ahead < 2 * batch ? ahead - batch : row_of(ahead - 2 * batch, n_neg, inverse_n_neg);
-            if (ahead >= 2 * batch) __builtin_prefetch(scattered + ahead - 2 * batch);
             for (int64_t line = 0; line < d; line += 16) {
                 __builtin_prefetch(table + users[b] * d + line);
                 if (block) __builtin_prefetch(block + b * d + line, 1);
@@ -328,9 +327,30 @@ static inline int64_t item_row(const int64_t *restrict order, int64_t i, int64_t
     return o < 2 * batch ? o - batch : row_of(o - 2 * batch, n_neg, inverse_n_neg);
 }
 
+/* Between the grouped order and the batch's: sorted[i] (M = B * (2 + N)) is the entry of occurrence order[i] in
+   pos (B, for the positives, occurrences B .. 2B - 1) or neg (B x N, the negatives, from 2B); the users'
+   occurrences and ids outside [0, M) have none (skipped; the grouped kernels count the latter). `to_batch` copies
+   sorted into pos and neg, else pos and neg into sorted. A pass of its own, with no other work in the loop, so that
+   the processor overlaps its scattered accesses to the (B x N) matrix (megabytes): inside the grouped loops each
+   stalled them. */
+static void reorder(const int64_t *restrict order, int64_t batch, int64_t n_neg, float *restrict sorted,
+                    float *restrict pos, float *restrict neg, int to_batch, int64_t threads) {
+    const int64_t occurrences = batch * (2 + n_neg);
+    (void)threads;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < occurrences; i++) {
+        const int64_t o = order[i];
+        if (o < batch || o >= occurrences) continue;
+        float *entry = o < 2 * batch ? pos + (o - batch) : neg + (o - 2 * batch);
+        if (to_batch) *entry = sorted[i];
+        else sorted[i] = *entry;
+    }
+}
+
 int64_t grouped_scores(const float *restrict table, int64_t d, const int64_t *restrict users,
                        const int64_t *restrict order, const int64_t *restrict start, int64_t k, int64_t batch,
-                       int64_t n_neg, float *restrict pos, float *restrict neg, int64_t threads) {
+                       int64_t n_neg, float *restrict pos, float *restrict neg, float *restrict sorted,
+                       int64_t threads) {
     const double inverse_n_neg = 1.0 / (double)n_neg;
     const uint64_t occurrences = (uint64_t)(batch * (2 + n_neg));
     int64_t bad = 0;
@@ -340,34 +360,35 @@ int64_t grouped_scores(const float *restrict table, int64_t d, const int64_t *re
         if (bad_range(start, s, occurrences)) { bad++; continue; }
         const float *restrict q = table + s * d;
         for (int64_t i = start[s]; i < start[s + 1]; i++) {
-            int64_t b = item_row(order, i, start[s + 1], batch, n_neg, inverse_n_neg, occurrences, neg, table, users,
+            int64_t b = item_row(order, i, start[s + 1], batch, n_neg, inverse_n_neg, occurrences, table, users,
                                  NULL, d);
             if (b < 0) { bad += b == -2; continue; }
-            int64_t o = order[i];
             const float *restrict u = table + users[b] * d;
             float total = 0.0f;
             #pragma omp simd reduction(+:total)
             for (int64_t j = 0; j < d; j++) total += u[j] * q[j];
-            if (o < 2 * batch) pos[b] = total;
-            else neg[o - 2 * batch] = total;
+            sorted[i] = total;
         }
     }
+    if (!bad) reorder(order, batch, n_neg, sorted, pos, neg, 1, threads);
     return bad;
 }
 
 /* The backward of grouped_scores: grads (k x d) = the gradient of each table row. The rows are split into `parts`
    ranges (parts ranges, whatever the threads); part p sums each of its rows' item terms in the order of their
    occurrences, and the user terms of its items into its own block p of user_grads (parts x B x d); the blocks
-   are then added to the users' rows b by b, part by part. grads and user_grads are written here (no zeroing). */
+   are then added to the users' rows b by b, part by part. grads and user_grads are written here (no zeroing);
+   sorted (M) is scratch: the gradients in the grouped order (reorder). */
 int64_t grouped_scores_backward(const float *restrict table, int64_t d, const int64_t *restrict users,
                                 const int64_t *restrict order, const int64_t *restrict start, int64_t k,
                                 int64_t batch, int64_t n_neg, const float *restrict grad_pos,
                                 const float *restrict grad_neg, float *restrict grads, float *restrict user_grads,
-                                int64_t parts, int64_t threads) {
+                                float *restrict sorted, int64_t parts, int64_t threads) {
     const double inverse_n_neg = 1.0 / (double)n_neg;
     const uint64_t occurrences = (uint64_t)(batch * (2 + n_neg));
     int64_t bad = 0;
     (void)threads;
+    reorder(order, batch, n_neg, sorted, (float *)grad_pos, (float *)grad_neg, 0, threads);  /* reads them only */
     #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(+:bad)
     for (int64_t part = 0; part < parts; part++) {
         const int64_t first = k * part / parts, last = k * (part + 1) / parts;
@@ -379,11 +400,10 @@ int64_t grouped_scores_backward(const float *restrict table, int64_t d, const in
             const float *restrict q = table + s * d;
             float *restrict gq = grads + s * d;
             for (int64_t i = start[s]; i < start[s + 1]; i++) {
-                int64_t b = item_row(order, i, start[s + 1], batch, n_neg, inverse_n_neg, occurrences, grad_neg,
-                                     table, users, block, d);
+                int64_t b = item_row(order, i, start[s + 1], batch, n_neg, inverse_n_neg, occurrences, table, users,
+                                     block, d);
                 if (b < 0) { bad += b == -2; continue; }
-                int64_t o = order[i];
-                float g = o < 2 * batch ? grad_pos[b] : grad_neg[o - 2 * batch];
+                const float g = sorted[i];
                 const float *restrict u = table + users[b] * d;
                 float *restrict gu = block + b * d;
                 for (int64_t j = 0; j < d; j++) gq[j] += g * u[j];
@@ -431,4 +451,48 @@ void normalize_rows_backward(const float *restrict y, const float *restrict norm
         }
         for (int64_t j = 0; j < d; j++) grads[r * d + j] = (grads[r * d + j] - y[r * d + j] * along) / norm;
     }
+}
+
+/* One whole training step of BPR on N negatives per row with the dot product, in one call: the path of every
+   MF-BPR batch on the CPU (without dropout), where the per-batch work of the separate kernels and of autograd
+   would cost as much as the arithmetic. ids (B * (2 + N)) are the users, the positives, then the negatives of the
+   batch, rows of weight (n x d), each checked (distinct_rows) before any row is read. In turn: the distinct rows;
+   the scores (batch_scores); the loss mean_b sum_k softplus((neg[b, k] - pos[b]) / tau) and its gradient
+   (softplus and the sigmoid in their stable forms: finite for any finite scores); the rows' gradients
+   (batch_scores_backward); and Adam (row_adam) with the L2 term l2 / B per occurrence of a row (none where l2 is
+   0). Scratch from the caller: marked, position (n) as in distinct_rows; unique, inverse, counts (B * (2 + N));
+   floats (2 * B * (1 + N) + B * (2 + N)): the scores, their gradients and the rows' decay; grads (B * (2 + N) x d).
+   Returns the number of distinct rows and writes the batch's mean loss to loss[0]; or -1, with nothing but marked
+   written (the table untouched), where an id lies outside [0, n). */
+int64_t bpr_step(float *restrict weight, float *restrict moments, int64_t n, int64_t d,
+                 const int64_t *restrict ids, int64_t batch, int64_t n_neg, float tau, float l2, float beta1,
+                 float beta2, float eps, float step_size, uint8_t *restrict marked, int64_t *restrict position,
+                 int64_t *restrict unique, int64_t *restrict inverse, int64_t *restrict counts,
+                 float *restrict floats, float *restrict grads, double *restrict loss, int64_t threads) {
+    const int64_t count = batch * (2 + n_neg);
+    const int64_t k = distinct_rows(ids, count, n, marked, position, unique, inverse, counts, NULL, NULL, NULL);
+    if (k < 0) return -1;
+    const int64_t *users = ids, *items = ids + batch, *negatives = ids + 2 * batch;
+    float *pos = floats, *neg = pos + batch, *grad_pos = neg + batch * n_neg, *grad_neg = grad_pos + batch;
+    float *decay = grad_neg + batch * n_neg;
+    batch_scores(weight, d, users, items, negatives, batch, n_neg, pos, neg, threads);
+    double total = 0.0;
+    for (int64_t b = 0; b < batch; b++) {
+        float sum = 0.0f;
+        for (int64_t j = 0; j < n_neg; j++) {
+            const float x = (neg[b * n_neg + j] - pos[b]) / tau;
+            const float e = expf(-fabsf(x));  /* softplus(x) = max(x, 0) + log1p(e^-|x|); sigmoid(x) likewise */
+            total += (double)(fmaxf(x, 0.0f) + log1pf(e));
+            const float g = (x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e)) / (tau * (float)batch);
+            grad_neg[b * n_neg + j] = g;
+            sum += g;
+        }
+        grad_pos[b] = -sum;
+    }
+    loss[0] = total / (double)batch;
+    batch_scores_backward(weight, d, users, items, negatives, batch, n_neg, grad_pos, grad_neg, inverse, grads, k,
+                          threads);
+    for (int64_t r = 0; r < k; r++) decay[r] = (float)counts[r] * l2 / (float)batch;
+    row_adam(weight, moments, unique, grads, l2 > 0.0f ? decay : NULL, k, d, beta1, beta2, eps, step_size, threads);
+    return k;
 }

@@ -1,7 +1,8 @@
 """Small compiled kernels for the trainer's hot loop and the evaluation: scores of a batch straight from the
 embedding table and their backward, the same for hundreds of negatives per row in the grouped layout (with the
-cosine normalisation), the distinct rows of a batch, the lazy Adam update of the rows a batch touches, and the
-top-k of each row of a score matrix.
+cosine normalisation), the distinct rows of a batch, the lazy Adam update of the rows a batch touches, the whole
+MF-BPR step in one call (:func:`bpr_step`, the four before it and the loss's gradient), and the top-k of each row of
+a score matrix.
 
 PyTorch does each of these in several passes (gathers, elementwise operations, scatters), each a separate walk over
 rows scattered through tables of tens of megabytes; the C functions of ``kernels.c`` (next to this file) make one
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -117,10 +119,11 @@ def _build() -> ctypes.CDLL | None:
         "first_outside": ([pointer, size, size], size),
         "distinct_rows": ([pointer, size, size] + [pointer] * 8, size),
         "topk_rows": ([pointer, size, size, size] + [pointer] * 4 + [size], size),
-        "grouped_scores": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 2 + [size], size),
-        "grouped_scores_backward": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 4 + [size] * 2, size),
+        "grouped_scores": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 3 + [size], size),
+        "grouped_scores_backward": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 5 + [size] * 2, size),
         "normalize_rows": ([pointer, pointer, size, size, pointer, pointer, size], None),
         "normalize_rows_backward": ([pointer, pointer, size, size, pointer, size], None),
+        "bpr_step": ([pointer, pointer, size, size, pointer, size, size] + [real] * 6 + [pointer] * 8 + [size], size),
     }
     for name, (arguments, result) in signatures.items():
         function = getattr(library, name)
@@ -338,6 +341,23 @@ def batch_scores_backward(
     return grads
 
 
+def _scratch(function: str, marked: torch.Tensor, position: torch.Tensor, n: int) -> None:
+    """Check the scratch of :func:`distinct`: ``marked`` a contiguous (n,) bool and ``position`` a contiguous (n,)
+    int64 CPU tensor, apart from each other; ValueError otherwise."""
+    if marked.dtype != torch.bool or marked.shape != (n,) or not marked.is_contiguous() or marked.device.type != "cpu":
+        raise ValueError(
+            f"{function}: marked must be a contiguous ({n},) bool CPU tensor, not {marked.dtype} {tuple(marked.shape)}"
+        )
+    if (
+        position.dtype != torch.int64
+        or position.shape != (n,)
+        or not position.is_contiguous()
+        or position.device.type != "cpu"
+        or _overlap(position, marked)
+    ):
+        raise ValueError(f"{function}: position must be a contiguous ({n},) int64 CPU tensor apart from marked")
+
+
 def distinct(
     ids: torch.Tensor, marked: torch.Tensor, position: torch.Tensor, grouped: bool = False
 ) -> tuple[torch.Tensor, ...] | None:
@@ -352,18 +372,7 @@ def distinct(
     if ids.dtype != torch.int64 or ids.dim() != 1:
         ids = _ids("distinct", "ids", ids, (ids.numel(),), "(K,)", n, f"the table has {n} rows")  # raises
     ids = ids.contiguous()  # the kernel checks each id as it reads it: one pass fewer
-    if marked.dtype != torch.bool or marked.shape != (n,) or not marked.is_contiguous() or marked.device.type != "cpu":
-        raise ValueError(
-            f"distinct: marked must be a contiguous (n,) bool CPU tensor, not {marked.dtype} {tuple(marked.shape)}"
-        )
-    if (
-        position.dtype != torch.int64
-        or position.shape != (n,)
-        or not position.is_contiguous()
-        or position.device.type != "cpu"
-        or _overlap(position, marked)
-    ):
-        raise ValueError("distinct: position must be a contiguous (n,) int64 CPU tensor apart from marked")
+    _scratch("distinct", marked, position, n)
     most = min(len(ids), n)  # distinct ids
     unique, counts, start = (torch.empty(size, dtype=torch.int64) for size in (most, most, most + 1))
     if grouped and len(ids) >= 2**31:
@@ -388,6 +397,73 @@ def distinct(
     if grouped:
         return unique[:found], inverse, counts[:found], order, start[: found + 1]
     return unique[:found], inverse, counts[:found]
+
+
+def bpr_step(
+    weight: torch.Tensor,
+    moments: torch.Tensor,
+    ids: torch.Tensor,
+    batch: int,
+    tau: float,
+    l2: float,
+    adam: tuple[float, float, float, float],
+    marked: torch.Tensor,
+    position: torch.Tensor,
+) -> float | None:
+    """One whole MF-BPR training step in one compiled call (dot product, N negatives per row, no dropout): the
+    loss ``mean_b sum_k softplus((neg[b, k] - pos[b]) / tau)`` of :func:`.losses.make` ``("bpr")`` on the scores
+    of the batch whose ids (B * (2 + N),) are [users (B) | positives (B) | negatives (B x N)], rows of ``weight``
+    (n, d); its gradient; and the Adam step (``adam`` = beta1, beta2, eps, step size) of :meth:`RowAdam.step
+    <recloss_lite.core.training.RowAdam.step>` on the distinct rows with the L2 gradient ``l2 * count / B`` of a row
+    that occurs ``count`` times. ``weight`` and ``moments`` (n, 2, d) are updated in place; ``marked`` and
+    ``position`` are the scratch of :func:`distinct`. Returns the batch's mean loss, or ``None``, touching
+    nothing, where the kernels do not apply. Raises, touching nothing, on a bad argument."""
+    if not _applies(weight):
+        return None
+    function = "bpr_step"
+    n, d = _table(function, weight)
+    moments = _floats(function, "moments", moments, (n, 2, d), "(n, 2, d)", in_place=True)
+    if _overlap(moments, weight):
+        raise ValueError(f"{function}: moments shares memory with weight")
+    if batch < 1 or ids.dim() != 1 or ids.numel() % batch or ids.numel() // batch < 3:
+        raise ValueError(f"{function}: ids {tuple(ids.shape)} must be (B * (2 + N),) with B = {batch} and N >= 1")
+    if ids.dtype != torch.int64 or ids.device.type != "cpu":
+        _ids(function, "ids", ids, (ids.numel(),), "(B * (2 + N),)", n, f"the table has {n} rows")  # raises
+    if not (math.isfinite(tau) and tau > 0.0 and math.isfinite(l2) and l2 >= 0.0):
+        raise ValueError(f"{function}: tau = {tau} must be > 0 and l2 = {l2} >= 0, both finite")
+    _scratch(function, marked, position, n)
+    ids = ids.contiguous()  # checked by the kernel before any row is read
+    count = ids.numel()
+    n_neg = count // batch - 2
+    unique, inverse, counts = (torch.empty(count, dtype=torch.int64) for _ in range(3))
+    floats = torch.empty(2 * batch * (1 + n_neg) + count, dtype=torch.float32)
+    grads = torch.empty(count, d, dtype=torch.float32)
+    loss = torch.empty(1, dtype=torch.float64)
+    found = _run(
+        "bpr_step",
+        weight,
+        moments,
+        n,
+        d,
+        ids,
+        batch,
+        n_neg,
+        tau,
+        l2,
+        *adam,
+        marked,
+        position,
+        unique,
+        inverse,
+        counts,
+        floats,
+        grads,
+        loss,
+        _threads(count),
+    )
+    if found < 0:
+        _ids(function, "ids", ids, (count,), "(B * (2 + N),)", n, f"the table has {n} rows")  # raises
+    return float(loss)
 
 
 def topk(
@@ -491,6 +567,7 @@ def grouped_scores(
         n_neg,
         pos,
         neg,
+        torch.empty(len(order), dtype=torch.float32),  # the scores in the grouped order
         _threads(len(order)),
     ):
         _grouped("grouped_scores", table, users, order, start, n_neg, check=True)  # raises
@@ -531,6 +608,7 @@ def grouped_scores_backward(
         grad_neg,
         grads,
         user_grads,
+        torch.empty(len(order), dtype=torch.float32),  # the gradients in the grouped order
         PARTS,
         _threads(len(order)),
     ):

@@ -93,14 +93,12 @@ class RowAdam:
         """Apply one Adam step to rows ``ids`` (K,) with gradients ``grads`` (K, d). Gradients of duplicate ids are
         summed; ``unique=True`` says ``ids`` has none (as from :meth:`distinct`) and skips that work. ``decay``
         (K,), with distinct ids only, adds the L2 gradient ``decay[r] * w_r`` to row r's gradient."""
-        self.steps += 1
         if not unique:
             ids, inverse, _ = self.distinct(ids)
             grads = torch.zeros(len(ids), grads.shape[1], dtype=grads.dtype, device=grads.device).index_add_(
                 0, inverse, grads
             )
-        beta1, beta2 = self.betas
-        step_size = self.lr * math.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
+        beta1, beta2, step_size = self._next_step()
         if kernels.row_adam(self.weight.data, self.moments, ids, grads, decay, beta1, beta2, self.eps, step_size):
             return
         if decay is not None:
@@ -113,6 +111,37 @@ class RowAdam:
         update = second.sqrt().add_(self.eps)
         torch.div(first, update, out=update)
         self.weight.data.index_add_(0, ids, update, alpha=-step_size)
+
+    def _next_step(self) -> tuple[float, float, float]:
+        """Count one more step; (beta1, beta2, the bias-corrected step size) of that step."""
+        self.steps += 1
+        beta1, beta2 = self.betas
+        return beta1, beta2, self.lr * math.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
+
+    @torch.no_grad()
+    def bpr_step(self, ids: torch.Tensor, batch: int, tau: float, l2: float) -> float | None:
+        """One whole MF-BPR step in one compiled call (:func:`.kernels.bpr_step`): the loss of the batch whose ids
+        are [users (B) | positives (B) | negatives (B x N)] on the dot product, its gradient and this optimiser's
+        step on the distinct rows, with the L2 term of :meth:`step`'s ``decay`` (``l2 * count / B``). Returns the
+        batch's mean loss; ``None``, counting no step, where the kernels do not apply."""
+        if not kernels._applies(self.weight):
+            return None
+        beta1, beta2, step_size = self._next_step()
+        try:
+            return kernels.bpr_step(
+                self.weight.data,
+                self.moments,
+                ids,
+                batch,
+                tau,
+                l2,
+                (beta1, beta2, self.eps, step_size),
+                self._marked,
+                self._position,
+            )
+        except (IndexError, TypeError, ValueError):
+            self.steps -= 1  # refused, nothing touched: the step did not happen
+            raise
 
     def state_dict(self) -> dict:
         return {"moments": self.moments, "steps": self.steps, "lr": self.lr}
@@ -358,10 +387,13 @@ def _dropout(vectors: torch.Tensor, rate: float, generator: torch.Generator) -> 
 
 
 class NamedLoss(Protocol):
-    """What :func:`train_epoch` needs of its loss: ``loss_fn(pos, neg, **extra)`` and the registered ``name``
-    (a :class:`.losses.Loss`, as :func:`.losses.make` gives it)."""
+    """What :func:`train_epoch` needs of its loss: ``loss_fn(pos, neg, **extra)``, the registered ``name`` and its
+    ``params`` (a :class:`.losses.Loss`, as :func:`.losses.make` gives it)."""
 
     name: str
+
+    @property
+    def params(self) -> dict[str, float]: ...
 
     def __call__(self, pos: torch.Tensor, neg: torch.Tensor, **extra: Any) -> torch.Tensor: ...
 
@@ -411,7 +443,8 @@ def train_epoch(
         # product with a few negatives reads the rows in place; otherwise (cosine, or many negatives) the kernels
         # take the batch's distinct rows, normalised once each, row by row (kernels.grouped_scores). Else autograd
         # through one leaf of the batch's distinct rows. Either way the loss is differentiated by autograd and every
-        # row gets the sum of its occurrences' gradients.
+        # row gets the sum of its occurrences' gradients. BPR on the dot product with a few negatives, the commonest
+        # step, is one compiled call (RowAdam.bpr_step): the same numbers, without the per-batch Python.
         per_row = (
             not negatives.shared
             and not negatives.in_batch
@@ -421,6 +454,12 @@ def train_epoch(
             and kernels.library() is not None
         )
         grouped = per_row and (model.similarity == "cosine" or negatives.items.shape[1] >= kernels.GROUPED_FROM)
+        if per_row and not grouped and loss_fn.name == "bpr":  # the whole step in one compiled call
+            batch_loss = optimizer.bpr_step(ids, size, loss_fn.params["tau"], config.l2)
+            assert batch_loss is not None  # per_row checked that the kernels apply
+            total += batch_loss * size
+            count += size
+            continue
         unique_ids, inverse, counts, *groups = optimizer.distinct(ids, grouped=grouped)
         grouped = bool(groups)  # the layout came with the distinct rows
         extra = {}
