@@ -583,5 +583,14 @@ def test_bpr_step_refuses_bad_arguments(library, ids, batch, tau, l2, error, mes
     assert torch.equal(weight, before)
 
 
+def test_bpr_step_refuses_scratch_that_shares_the_tables_memory(library) -> None:
+    weight, moments = _table()
+    before = weight.clone()
+    position = weight.view(-1).view(torch.int64)[:N_ROWS]  # the table's own bytes
+    with pytest.raises(ValueError, match="^bpr_step: position shares memory with weight or moments"):
+        kernels.bpr_step(weight, moments, torch.arange(6), 2, 1.0, 0.0, ADAM, _scratch_of(weight)[0], position)
+    assert torch.equal(weight, before)
+
+
 def _scratch_of(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(len(weight), dtype=torch.bool), torch.zeros(len(weight), dtype=torch.int64)

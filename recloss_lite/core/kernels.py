@@ -433,6 +433,9 @@ def bpr_step(
         raise ValueError(f"{function}: tau = {tau} must be > 0 and l2 = {l2} >= 0, both finite")
     _scratch(function, marked, position, n)
     ids = ids.contiguous()  # checked by the kernel before any row is read
+    for name, tensor in (("ids", ids), ("marked", marked), ("position", position)):
+        if _overlap(tensor, weight) or _overlap(tensor, moments):
+            raise ValueError(f"{function}: {name} shares memory with weight or moments, which the kernel updates")
     count = ids.numel()
     n_neg = count // batch - 2
     unique, inverse, counts = (torch.empty(count, dtype=torch.int64) for _ in range(3))
