@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from recloss_lite.experiments import cli
+import pytest
+
+from recloss_lite.experiments import cli, tune
 
 
 def test_tune_halves_the_grid_on_validation_and_stores_every_trial(ml100k, tmp_path, capsys) -> None:
@@ -37,3 +39,27 @@ def test_tune_halves_the_grid_on_validation_and_stores_every_trial(ml100k, tmp_p
         assert all("recall@20" in r["valid_metrics"] for r in trial["rounds"])
         assert "metrics" not in trial  # the test split is never scored while choosing
         assert [r["epochs"] for r in trial["rounds"]] in ([1], [1, 2])
+
+
+def test_grid_values_take_the_type_of_their_setting() -> None:
+    grid = tune.parse_grid(["tau=0.05,0.1", "num_negatives=16,64", "shared_negatives=True,false", "sampler=dns"])
+    assert grid == {
+        "tau": [0.05, 0.1],
+        "num_negatives": [16, 64],
+        "shared_negatives": [True, False],
+        "sampler": ["dns"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("shared_negatives=yes", r"the values of 'shared_negatives' must be true or false"),
+        ("num_negatives=8.5", r"the values of 'num_negatives' must be ints"),
+        ("tau=", r"expected NAME=V1,V2,\.\.\."),
+        ("temperature=1", r"'temperature' is neither a loss parameter"),
+    ],
+)
+def test_a_bad_grid_pair_is_refused_naming_it(pair, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        tune.parse_grid([pair])

@@ -27,6 +27,13 @@ LOSS_PARAMS = tuple(sorted({name for loss in losses.names() for name in losses.d
 RUNS_DIR = Path("runs") / "tune"
 
 
+def _bool(text: str) -> bool:
+    """``true`` / ``false`` (any case) as a bool; ValueError for anything else."""
+    if text.lower() not in ("true", "false"):
+        raise ValueError(text)
+    return text.lower() == "true"
+
+
 def parse_grid(pairs: list[str]) -> dict[str, list]:
     """``["tau=0.05,0.1", "lr=1e-3,1e-2"]`` -> ``{"tau": [0.05, 0.1], "lr": [0.001, 0.01]}``, each value typed as
     the setting it is for (a loss parameter, or a field of :class:`TrainConfig`); ValueError naming a bad pair."""
@@ -44,14 +51,13 @@ def parse_grid(pairs: list[str]) -> dict[str, list]:
         kind = (
             float
             if name in LOSS_PARAMS
-            else {"int": int, "float": float, "float | None": float, "bool": lambda text: text.lower() == "true"}.get(
-                fields[name].type, str
-            )
+            else {"int": int, "float": float, "float | None": float, "bool": _bool}.get(fields[name].type, str)
         )
         try:
             grid[name] = [kind(value) for value in values.split(",")]
         except ValueError:
-            raise ValueError(f"--grid {pair!r}: the values of {name!r} must be {kind.__name__}s") from None
+            meaning = "true or false" if kind is _bool else f"{kind.__name__}s"
+            raise ValueError(f"--grid {pair!r}: the values of {name!r} must be {meaning}") from None
     return grid
 
 
