@@ -63,3 +63,12 @@ def test_grid_values_take_the_type_of_their_setting() -> None:
 def test_a_bad_grid_pair_is_refused_naming_it(pair, message) -> None:
     with pytest.raises(ValueError, match=message):
         tune.parse_grid([pair])
+
+
+def test_a_labelled_search_is_stored_under_its_label(ml100k, tmp_path, capsys) -> None:
+    folders = ["--results", str(tmp_path / "sweeps"), "--runs", str(tmp_path / "runs")]
+    argv = "tune --dataset ml-100k --loss ccl --num-negatives 16 --grid lr=1e-3,1e-2 --first-epochs 1 --eta 2 --quiet"
+    assert cli.main([*argv.split(), *folders, "--label", "mf-ccl-lr"]) == 0
+    stored = tmp_path / "sweeps" / "ml-100k" / "tune"
+    assert sorted(path.name for path in stored.iterdir()) == ["mf-ccl-lr", "mf-ccl-lr.json"]
+    assert json.loads((stored / "mf-ccl-lr.json").read_text())["grid"] == {"lr": [0.001, 0.01]}

@@ -249,6 +249,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         args.eta,
         results_root=args.results,
         runs_root=args.runs or RUNS_DIR,
+        label=args.label,
         progress=not args.quiet,
     )
     winner = record["winner"]
@@ -325,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=int, default=3, help="keep the best 1/eta each round, eta x the epochs (default 3)")
     p.add_argument("--results", default=None, help="trials folder (default book/results/sweeps)")
     p.add_argument("--runs", default=None, help="checkpoint folder (default runs/tune)")
+    p.add_argument(
+        "--label",
+        default=None,
+        help="the search's name (default <model>-<loss>, e.g. mf-ccl): another search of the same loss takes "
+        "another label, or it continues and overwrites the first",
+    )
     p.add_argument("--json", action="store_true", help="print the winner as one JSON line, last")
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
     p.set_defaults(func=cmd_tune)
