@@ -288,6 +288,15 @@ def test_refit_trains_on_all_of_train_for_the_selected_epochs_and_resumes(toy, t
     assert resumed["metrics"] == reference["metrics"] and resumed["refit"]["epochs"] == best
 
 
+def test_without_a_test_split_the_refit_is_skipped(toy, tmp_path) -> None:
+    config = _toy_config("mf", epochs=3, refit=True)
+    default = training.full_ranking(config, toy)
+    evaluation = training.Evaluation(default.fit_train, default.validate, None, default.key)  # a search's trial
+    result, _ = fit(config, toy, out_dir=tmp_path, progress=False, evaluation=evaluation)
+    assert "refit" not in result and result["best_epoch"] > 0
+    assert not (tmp_path / training.REFIT_CHECKPOINT).exists()
+
+
 def test_the_schedule_warms_up_then_follows_the_cosine() -> None:
     config = _toy_config("mf", epochs=10, lr=0.1, lr_schedule="cosine", warmup_epochs=4)
     rates = [config.lr_at(epoch) for epoch in range(1, 11)]

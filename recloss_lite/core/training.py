@@ -1081,7 +1081,8 @@ def fit(
         trainable.load_model_state(best)
     selected = evaluation.test(trainable.scores) if evaluation.test is not None else {}
     final, refit = trainable, None
-    if config.refit and iterative and state["best_epoch"] > 0:
+    # The refit is there for its test metrics: without a test split (a search's trials) it would train for nothing.
+    if config.refit and iterative and state["best_epoch"] > 0 and evaluation.test is not None:
         lrs = [entry["lr"] for entry in state["history"][: state["best_epoch"]]]
         final = make_trainable(config, dataset.train, *shape, **trainable_options)
         saved = folder.load(REFIT_CHECKPOINT) if folder else None
