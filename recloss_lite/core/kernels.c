@@ -55,10 +55,10 @@ void batch_scores(const float *restrict weight, int64_t d, const int64_t *restri
 }
 
 /* The backward of batch_scores: given dL/dpos (batch) and dL/dneg (batch x N), add each occurrence's gradient to
-   grads[slot] (n_slots x d, zeroed here: each thread its own rows), where slot[...] maps the users, then the items, then the
-   negatives of the batch (in that order, batch * (2 + N) entries) to rows of grads. Rows gu, gp, gq may be one row.
-   The threads split the rows of grads, not the batch: each goes through the whole batch and adds only to its own
-   rows, so every row sees the same additions in the same order as on one thread. */
+   grads[slot] (n_slots x d, zeroed here: each thread its own rows), where slot[...] maps the users, then the
+   items, then the negatives of the batch (in that order, batch * (2 + N) entries) to rows of grads. Rows gu, gp,
+   gq may be one row. The threads split the rows of grads, not the batch: each goes through the whole batch and adds
+   only to its own rows, so every row sees the same additions in the same order as on one thread. */
 void batch_scores_backward(const float *restrict weight, int64_t d, const int64_t *restrict users,
                           const int64_t *restrict items, const int64_t *restrict negatives, int64_t batch,
                           int64_t n_neg, const float *restrict grad_pos, const float *restrict grad_neg,

@@ -124,11 +124,10 @@ class RowAdam:
         are [users (B) | positives (B) | negatives (B x N)] on the dot product, its gradient and this optimiser's
         step on the distinct rows, with the L2 term of :meth:`step`'s ``decay`` (``l2 * count / B``). Returns the
         batch's mean loss; ``None``, counting no step, where the kernels do not apply."""
-        if not kernels._applies(self.weight):
-            return None
         beta1, beta2, step_size = self._next_step()
+        loss = None
         try:
-            return kernels.bpr_step(
+            loss = kernels.bpr_step(
                 self.weight.data,
                 self.moments,
                 ids,
@@ -139,9 +138,10 @@ class RowAdam:
                 self._marked,
                 self._position,
             )
-        except (IndexError, TypeError, ValueError):
-            self.steps -= 1  # refused, nothing touched: the step did not happen
-            raise
+        finally:
+            if loss is None:  # refused, or the kernels do not apply: nothing was touched, no step happened
+                self.steps -= 1
+        return loss
 
     def state_dict(self) -> dict:
         return {"moments": self.moments, "steps": self.steps, "lr": self.lr}
