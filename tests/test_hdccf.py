@@ -162,6 +162,22 @@ def tiny_matrix() -> sp.csr_matrix:
     return sp.csr_matrix(dense.astype(np.float32))
 
 
+@pytest.mark.parametrize(("size", "positives"), [(1, 2), (2, 1), (5, 3)])
+def test_other_rows_drop_exactly_the_diagonal_blocks_in_order_with_their_gradient(size, positives):
+    block = torch.randn(size, size, positives, dtype=torch.float64, requires_grad=True)
+    expected = [[block[k, m, p].item() for m in range(size) if m != k for p in range(positives)] for k in range(size)]
+    rows = hdccf.other_rows(block)
+    assert rows.shape == (size, (size - 1) * positives)
+    assert rows.tolist() == expected
+    weights = torch.randn_like(rows)
+    (grad,) = torch.autograd.grad((rows * weights).sum(), block)
+    off_diagonal = ~torch.eye(size, dtype=torch.bool)
+    assert torch.equal(grad[off_diagonal], weights.reshape(-1, positives))  # each entry once, in the same order
+    assert not grad[~off_diagonal].any()
+    mask = torch.rand(size, size, positives) < 0.5  # the masks go through it too
+    assert torch.equal(hdccf.other_rows(mask), mask[off_diagonal].reshape(size, -1))
+
+
 def test_batches_follow_equation_9_and_masks_match_brute_force():
     matrix = tiny_matrix()
     dense = matrix.toarray() > 0
