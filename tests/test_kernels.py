@@ -384,6 +384,21 @@ def test_distinct_equals_torch_unique_and_groups_every_occurrence(library, seed)
         assert torch.equal(order[start[row] : start[row + 1]], torch.nonzero(inverse == row).view(-1))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_distinct_groups_many_rows_the_same_on_any_thread_count(library, monkeypatch, threads) -> None:
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the parts of the counting sort
+    generator = torch.Generator().manual_seed(threads)
+    n = 150_000  # more than 2^16 distinct rows: ranges of more than 2^8 rows each
+    ids = torch.cat([torch.randint(0, n, (200_000,), generator=generator), torch.arange(0, n, 7)])
+    adam = RowAdam(torch.zeros(n, 1), lr=0.1)
+    unique, inverse, counts, order, start = adam.distinct(ids, grouped=True)
+    ref_unique, ref_inverse, ref_counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    assert len(unique) > 2**16
+    assert torch.equal(unique, ref_unique) and torch.equal(inverse, ref_inverse) and torch.equal(counts, ref_counts)
+    assert torch.equal(start, torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]))
+    assert torch.equal(order, torch.sort(inverse, stable=True).indices)  # by row, each row's in increasing order
+
+
 def test_distinct_refuses_an_id_outside_the_table(library) -> None:
     adam = RowAdam(torch.zeros(20, 3), lr=0.1)
     for bad in (-1, 20):

@@ -143,11 +143,64 @@ int64_t first_outside(const int64_t *restrict ids, int64_t count, int64_t n) {
    and position is read only at rows marked in this call. unique and counts hold at least min(count, n) entries.
    Where start (min(count, n) + 1) is not NULL, the occurrences are also grouped by row: order (count) lists
    those of row s at order[start[s] .. start[s + 1]), in increasing order (the layout of grouped_scores); scratch
-   (count) is then used, and count must be below 2^31. One thread: its passes scatter over shared memory. */
+   (count) is then used, and count must be below 2^31. The grouping is a two-pass counting sort on `threads`
+   threads (see group_rows); the marks and the plain counts take one thread (their writes scatter over shared
+   memory). The result is the same for any thread count: each output has one correct value. */
+#define BUCKETS 256     /* rows are first sorted into at most this many ranges of consecutive rows */
+#define MAX_PARTS 32    /* the ids are split into at most this many parts, each with its own cursors */
+
+/* The grouping of distinct_rows, from inverse: (1) each part of the occurrences (one per thread) counts its
+   occurrences per range of 2^shift rows; (2) it writes (row, occurrence) pairs into its own places of each range in
+   scratch, in increasing order (parts in order: the ranges hold their occurrences in increasing order); (3) each
+   range, on its own, counts its rows (counts), sets their start and writes their occurrences into order. Every
+   write of a pass goes to places no other thread writes, and pass 3 writes to at most 2^shift places at a time. */
+static void group_rows(const int64_t *restrict inverse, int64_t count, int64_t k, int64_t *restrict counts,
+                       int64_t *restrict start, int64_t *restrict order, int64_t *restrict scratch, int64_t threads) {
+    int shift = 8;
+    while ((k - 1) >> shift >= BUCKETS) shift++;
+    const int64_t ranges = ((k - 1) >> shift) + 1;
+    const int64_t parts = threads < 1 ? 1 : threads > MAX_PARTS ? MAX_PARTS : threads;
+    int64_t cursor[MAX_PARTS][BUCKETS], range_start[BUCKETS + 1];
+    memset(cursor, 0, sizeof(cursor));
+    (void)threads;
+    #pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int64_t p = 0; p < parts; p++)
+        for (int64_t i = count * p / parts; i < count * (p + 1) / parts; i++) cursor[p][inverse[i] >> shift]++;
+    int64_t total = 0;
+    for (int64_t r = 0; r < ranges; r++) {  /* range by range, part by part */
+        range_start[r] = total;
+        for (int64_t p = 0; p < parts; p++) {
+            const int64_t here = cursor[p][r];
+            cursor[p][r] = total;
+            total += here;
+        }
+    }
+    range_start[ranges] = total;
+    #pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int64_t p = 0; p < parts; p++)
+        for (int64_t i = count * p / parts; i < count * (p + 1) / parts; i++)
+            scratch[cursor[p][inverse[i] >> shift]++] = inverse[i] << 32 | i;
+    #pragma omp parallel for num_threads(parts) schedule(dynamic, 1)
+    for (int64_t r = 0; r < ranges; r++) {
+        const int64_t first = r << shift, last = (r + 1) << shift < k ? (r + 1) << shift : k;
+        memset(counts + first, 0, (size_t)(last - first) * sizeof(int64_t));
+        for (int64_t i = range_start[r]; i < range_start[r + 1]; i++) counts[scratch[i] >> 32]++;
+        int64_t at = range_start[r];
+        for (int64_t s = first; s < last; s++) {
+            start[s] = at;
+            at += counts[s];
+        }
+        for (int64_t i = range_start[r]; i < range_start[r + 1]; i++)
+            order[start[scratch[i] >> 32]++] = scratch[i] & 0xffffffff;  /* start[s] ends at start[s + 1] */
+        for (int64_t s = first; s < last; s++) start[s] -= counts[s];
+    }
+    start[k] = count;
+}
+
 int64_t distinct_rows(const int64_t *restrict ids, int64_t count, int64_t n, uint8_t *restrict marked,
                       int64_t *restrict position, int64_t *restrict unique, int64_t *restrict inverse,
                       int64_t *restrict counts, int64_t *restrict start, int64_t *restrict order,
-                      int64_t *restrict scratch) {
+                      int64_t *restrict scratch, int64_t threads) {
     memset(marked, 0, (size_t)n);
     for (int64_t i = 0; i < count; i++) {
         if ((uint64_t)ids[i] >= (uint64_t)n) return -1;
@@ -165,28 +218,19 @@ int64_t distinct_rows(const int64_t *restrict ids, int64_t count, int64_t n, uin
     }
     for (; r < n; r++)
         if (marked[r]) { position[r] = k; unique[k++] = r; }
+    if (start) {
+        #pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t i = 0; i < count; i++) inverse[i] = position[ids[i]];
+        if (k > 0) group_rows(inverse, count, k, counts, start, order, scratch, threads);
+        else start[0] = 0;
+        return k;
+    }
     memset(counts, 0, (size_t)k * sizeof(int64_t));
     for (int64_t i = 0; i < count; i++) {
         int64_t slot = position[ids[i]];
         inverse[i] = slot;
         counts[slot]++;
     }
-    if (!start) return k;
-    start[0] = 0;
-    for (int64_t s = 0; s < k; s++) start[s + 1] = start[s] + counts[s];
-    /* Two passes, each writing to at most 256 places at a time, rather than one scattered over all of order:
-       (row, occurrence) pairs by ranges of 2^shift rows into scratch, then each range's into order. */
-    int shift = 8;
-    while ((k - 1) >> shift >= 256) shift++;
-    int64_t cursor[256];
-    for (int64_t range = 0; range <= (k - 1) >> shift; range++) cursor[range] = start[range << shift];
-    for (int64_t i = 0; i < count; i++) scratch[cursor[inverse[i] >> shift]++] = inverse[i] << 32 | i;
-    for (int64_t i = 0; i < count; i++) {  /* within a range, rows first .. first + 2^shift - 1 */
-        int64_t s = scratch[i] >> 32;
-        order[start[s]++] = scratch[i] & 0xffffffff;  /* start[s] ends at start[s + 1] */
-    }
-    for (int64_t s = k; s > 0; s--) start[s] = start[s - 1];
-    start[0] = 0;
     return k;
 }
 
@@ -470,7 +514,7 @@ int64_t bpr_step(float *restrict weight, float *restrict moments, int64_t n, int
                  int64_t *restrict unique, int64_t *restrict inverse, int64_t *restrict counts,
                  float *restrict floats, float *restrict grads, double *restrict loss, int64_t threads) {
     const int64_t count = batch * (2 + n_neg);
-    const int64_t k = distinct_rows(ids, count, n, marked, position, unique, inverse, counts, NULL, NULL, NULL);
+    const int64_t k = distinct_rows(ids, count, n, marked, position, unique, inverse, counts, NULL, NULL, NULL, 1);
     if (k < 0) return -1;
     const int64_t *users = ids, *items = ids + batch, *negatives = ids + 2 * batch;
     float *pos = floats, *neg = pos + batch, *grad_pos = neg + batch * n_neg, *grad_neg = grad_pos + batch;

@@ -117,7 +117,7 @@ def _build() -> ctypes.CDLL | None:
         ),
         "row_adam": ([pointer] * 5 + [size] * 2 + [real] * 4 + [size], None),
         "first_outside": ([pointer, size, size], size),
-        "distinct_rows": ([pointer, size, size] + [pointer] * 8, size),
+        "distinct_rows": ([pointer, size, size] + [pointer] * 8 + [size], size),
         "topk_rows": ([pointer, size, size, size] + [pointer] * 4 + [size], size),
         "grouped_scores": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 3 + [size], size),
         "grouped_scores_backward": ([pointer, size] + [pointer] * 3 + [size] * 3 + [pointer] * 5 + [size] * 2, size),
@@ -391,6 +391,7 @@ def distinct(
         inverse,
         counts,
         *((start, order, scratch) if grouped else (None, None, None)),
+        _threads(len(ids)) if grouped else 1,
     )
     if found < 0:
         _ids("distinct", "ids", ids, (ids.numel(),), "(K,)", n, f"the table has {n} rows")  # raises
