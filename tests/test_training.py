@@ -3,6 +3,7 @@ and the CLI's JSON contract. Real data: ml-100k from ../shared/data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -286,6 +287,17 @@ def test_refit_trains_on_all_of_train_for_the_selected_epochs_and_resumes(toy, t
             fit(config, toy, out_dir=tmp_path, progress=False)
     resumed, _ = fit(config, toy, out_dir=tmp_path, resume=True, progress=False)
     assert resumed["metrics"] == reference["metrics"] and resumed["refit"]["epochs"] == best
+
+
+def test_the_test_curve_scores_the_refit_on_its_validation_epochs_and_chooses_nothing(toy) -> None:
+    config = _toy_config("mf", epochs=5, refit=True, eval_every=2)
+    plain, _ = fit(config, toy, progress=False)
+    curved, _ = fit(dataclasses.replace(config, test_curve=True), toy, progress=False)
+    refit = curved["refit"]["history"]
+    watched = [e for e in range(1, len(refit) + 1) if e % 2 == 0 or e == len(refit)]  # as a validation would
+    assert [e["epoch"] for e in refit if "test" in e] == watched
+    assert refit[-1]["test"] == curved["metrics"] == plain["metrics"]  # the run's metrics: the last epoch's
+    assert all("test" not in e for e in plain["refit"]["history"] + curved["history"])  # the selection: never
 
 
 def test_without_a_test_split_the_refit_is_skipped(toy, tmp_path) -> None:

@@ -203,6 +203,9 @@ class TrainConfig:
     warm-up), ``lr_decay`` (times the rate after each validation without a new best), ``dropout`` (on the MF
     embeddings a batch uses, in training only) and ``refit`` (after the epoch count is chosen on validation,
     retrain on the whole training set for that many epochs, with the same rates, and test that model).
+    ``test_curve`` also scores the test split along the refit, every ``eval_every`` epochs, into the refit's history:
+    the curve from which a published number that picks its epoch on test would be read (chapter 07 shows it, so
+    labelled). Nothing is chosen from it: the run's metrics stay those of the refit's last epoch.
     """
 
     dataset: str = "ml-100k"
@@ -229,6 +232,7 @@ class TrainConfig:
     patience: int = 5
     valid_fraction: float = 0.1
     refit: bool = False
+    test_curve: bool = False
     ks: tuple[int, ...] = (20,)
     seed: int = 0
     init_std: float = 0.1
@@ -809,6 +813,7 @@ def run_epochs(
     save: Callable[[dict, dict | None], None] | None = None,
     progress: bool = False,
     label: str = "",
+    watch: Callable[[ScoreFn], dict] | None = None,
 ) -> tuple[dict, dict | None, str]:
     """Train ``trainable`` epoch by epoch until it stops; return (state, best model state, stop reason).
 
@@ -817,7 +822,8 @@ def run_epochs(
     best model state, and the run stops after ``patience`` stale validations, ``config.epochs`` epochs or
     ``max_seconds``. Replay (``lrs`` given: the refit): exactly ``len(lrs)`` epochs at those rates, no validation.
     ``save(state, best)`` is called after every epoch (the checkpoint); ``state`` may come from one, and the run
-    continues where it stopped.
+    continues where it stopped. ``watch`` (a replay's ``TrainConfig.test_curve``) scores the model on the same
+    epochs as a validation would, into the history's ``test``; nothing is chosen from it.
     """
     epochs = len(lrs) if lrs is not None else config.epochs
     bar = None
@@ -851,6 +857,8 @@ def run_epochs(
                 state["lr_scale"] *= config.lr_decay  # reduce on plateau
         elif validate is None:
             state["best_epoch"] = epoch  # replay or closed form: the last epoch is the model
+        if watch is not None and (epoch % config.eval_every == 0 or epoch == epochs):
+            entry["test"] = watch(trainable.scores)
         entry["seconds"] = time.perf_counter() - started
         state["seconds"] += entry["seconds"]
         state["history"].append(entry)
@@ -1098,6 +1106,7 @@ def fit(
             label + " refit",
             initial={**new_state(), "lrs": lrs},
             lrs=lrs,
+            watch=evaluation.test if config.test_curve else None,
         )
         refit = {"epochs": refit_state["epoch"], "seconds": refit_state["seconds"], "history": refit_state["history"]}
     test_metrics = evaluation.test(final.scores) if final is not trainable and evaluation.test else selected

@@ -81,6 +81,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "many epochs and test that model (the selected model's test metrics are kept too)",
     )
     parser.add_argument(
+        "--test-curve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --refit, also score the test split along the refit every --eval-every epochs (stored in its "
+        "history, for a comparison with numbers that pick their epoch on test; nothing is chosen from it)",
+    )
+    parser.add_argument(
         "--sampler",
         choices=list(KINDS),
         default=None,
