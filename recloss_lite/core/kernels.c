@@ -162,7 +162,6 @@ static void group_rows(const int64_t *restrict inverse, int64_t count, int64_t k
     const int64_t parts = threads < 1 ? 1 : threads > MAX_PARTS ? MAX_PARTS : threads;
     int64_t cursor[MAX_PARTS][BUCKETS], range_start[BUCKETS + 1];
     memset(cursor, 0, sizeof(cursor));
-    (void)threads;
     #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int64_t p = 0; p < parts; p++)
         for (int64_t i = count * p / parts; i < count * (p + 1) / parts; i++) cursor[p][inverse[i] >> shift]++;

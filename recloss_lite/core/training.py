@@ -847,7 +847,8 @@ def run_epochs(
         entry = {"epoch": epoch, "lr": trainable.lr, "train_seconds": time.perf_counter() - started}
         if loss is not None:
             entry["loss"] = loss
-        if validate is not None and (epoch % config.eval_every == 0 or epoch == epochs):
+        scored = epoch % config.eval_every == 0 or epoch == epochs  # validation's epochs, and the test curve's
+        if validate is not None and scored:
             entry["valid"] = validate(trainable.scores)
             if entry["valid"][key] > state["best_valid"]:
                 state.update(best_valid=entry["valid"][key], best_epoch=epoch, stale=0)
@@ -857,7 +858,7 @@ def run_epochs(
                 state["lr_scale"] *= config.lr_decay  # reduce on plateau
         elif validate is None:
             state["best_epoch"] = epoch  # replay or closed form: the last epoch is the model
-        if watch is not None and (epoch % config.eval_every == 0 or epoch == epochs):
+        if watch is not None and scored:
             entry["test"] = watch(trainable.scores)
         entry["seconds"] = time.perf_counter() - started
         state["seconds"] += entry["seconds"]
