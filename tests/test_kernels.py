@@ -609,3 +609,10 @@ def test_bpr_step_refuses_scratch_that_shares_the_tables_memory(library) -> None
 
 def _scratch_of(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(len(weight), dtype=torch.bool), torch.zeros(len(weight), dtype=torch.int64)
+
+
+def test_dense_adam_refuses_moments_of_another_shape_and_touches_nothing(library) -> None:
+    weight, moments = torch.ones(5, 3), torch.ones(5, 3)
+    with pytest.raises(ValueError, match=r"^dense_adam: moments \(5, 3\) must be \(n, 2, d\) = \(5, 2, 3\)$"):
+        kernels.dense_adam(weight, moments, 0.9, 0.999, 1e-8, 0.1)
+    assert torch.equal(weight, torch.ones(5, 3)) and torch.equal(moments, torch.ones(5, 3))

@@ -37,6 +37,38 @@ def test_row_adam_leaves_untouched_rows_alone() -> None:
     assert torch.equal(weight[[0, 2, 3]], torch.ones(3, 2)) and (weight[1] < 1).all()
 
 
+def test_dense_row_adam_matches_torch_adam_on_a_gradient_of_a_few_rows() -> None:
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(30, 4, generator=generator)
+    reference = torch.nn.Parameter(weight.clone())
+    torch_adam = torch.optim.Adam([reference], lr=0.01)
+    row_adam = RowAdam(weight, lr=0.01, dense=True)
+    for step in range(20):
+        ids = torch.randperm(30, generator=generator)[:5].sort().values  # distinct, as distinct() gives them
+        grads, decay = torch.randn(5, 4, generator=generator), torch.rand(5, generator=generator)
+        before = weight.clone()
+        torch_adam.zero_grad()
+        reference.grad = torch.zeros(30, 4).index_copy_(0, ids, grads + decay[:, None] * reference.detach()[ids])
+        torch_adam.step()
+        row_adam.step(ids, grads, unique=True, decay=decay)
+        untouched = torch.ones(30, dtype=torch.bool).index_fill_(0, ids, False)
+        if step:  # momentum moves rows this step did not touch, once earlier steps have touched them
+            assert (weight[untouched] != before[untouched]).any()
+    assert torch.allclose(weight, reference.detach(), atol=1e-5)
+
+
+def test_dense_adam_trains_every_mf_path_and_only_mf(toy) -> None:
+    for loss, options in (("bpr", {}), ("ccl", {"similarity": "cosine", "num_negatives": 20})):
+        lazy, _ = fit(_toy_config("mf", epochs=2, loss=loss, **options), toy, progress=False)
+        dense, _ = fit(_toy_config("mf", epochs=2, loss=loss, optimizer="adam", **options), toy, progress=False)
+        assert math.isfinite(dense["history"][-1]["loss"])
+        assert dense["history"][0]["loss"] != lazy["history"][0]["loss"]
+    with pytest.raises(ValueError, match=r"optimizer='adam': applies to model 'mf' only \(model='ials'\)"):
+        _toy_config("ials", optimizer="adam")
+    with pytest.raises(ValueError, match=r"optimizer='sgd': allowed values are \('lazy-adam', 'adam'\)"):
+        _toy_config("mf", optimizer="sgd")
+
+
 def _config(**overrides) -> TrainConfig:
     settings = {"dataset": "ml-100k", "loss": "bpr", "epochs": 3, "eval_every": 1, "batch_size": 1024}
     return TrainConfig(**{**settings, **overrides})

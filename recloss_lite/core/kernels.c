@@ -129,6 +129,27 @@ void row_adam(float *restrict weight, float *restrict moments, const int64_t *re
     }
 }
 
+/* Adam on every row of the table, as torch.optim.Adam on a dense table whose gradient is zero outside the rows a
+   step touched: each row's moments decay and the row moves with them. The touched rows' moments hold their new
+   gradient's share divided by beta already (RowAdam._dense_step), so that the decay here completes their update. */
+void dense_adam(float *restrict weight, float *restrict moments, int64_t n, int64_t d, float beta1, float beta2,
+                float eps, float step_size, int64_t threads) {
+    (void)threads;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < n; r++) {
+        float *restrict w = weight + r * d;
+        float *restrict m = moments + r * 2 * d;
+        float *restrict v = m + d;
+        #pragma omp simd
+        for (int64_t j = 0; j < d; j++) {
+            float first = beta1 * m[j], second = beta2 * v[j];
+            m[j] = first;
+            v[j] = second;
+            w[j] -= step_size * (first / (sqrtf(second) + eps));
+        }
+    }
+}
+
 /* The position of the first of ids[0..count) outside [0, n), or -1 where all lie inside: the range check the
    Python side runs on every array of ids before a kernel reads through it (one pass, no allocation). */
 int64_t first_outside(const int64_t *restrict ids, int64_t count, int64_t n) {

@@ -1,6 +1,7 @@
 """Small compiled kernels for the trainer's hot loop and the evaluation: scores of a batch straight from the
 embedding table and their backward, the same for hundreds of negatives per row in the grouped layout (with the
-cosine normalisation), the distinct rows of a batch, the lazy Adam update of the rows a batch touches, the whole
+cosine normalisation), the distinct rows of a batch, the lazy Adam update of the rows a batch touches (and the dense
+one of every row), the whole
 MF-BPR step in one call (:func:`bpr_step`, the four before it and the loss's gradient), and the top-k of each row of
 a score matrix.
 
@@ -116,6 +117,7 @@ def _build() -> ctypes.CDLL | None:
             None,
         ),
         "row_adam": ([pointer] * 5 + [size] * 2 + [real] * 4 + [size], None),
+        "dense_adam": ([pointer] * 2 + [size] * 2 + [real] * 4 + [size], None),
         "first_outside": ([pointer, size, size], size),
         "distinct_rows": ([pointer, size, size] + [pointer] * 8 + [size], size),
         "topk_rows": ([pointer, size, size, size] + [pointer] * 4 + [size], size),
@@ -268,6 +270,22 @@ def row_adam(
     _run(
         "row_adam", weight, moments, ids, grads, decay, len(ids), d, beta1, beta2, eps, step_size, _threads(len(ids))
     )  # distinct rows: the threads update disjoint rows
+    return True
+
+
+def dense_adam(
+    weight: torch.Tensor, moments: torch.Tensor, beta1: float, beta2: float, eps: float, step_size: float
+) -> bool:
+    """Adam's decay of the moments (n, 2, d) and its step on every row of ``weight`` (n, d), in place, in one pass:
+    the dense part of :meth:`.training.RowAdam._dense_step`. Returns ``False``, touching nothing, where the kernel
+    does not apply (as :func:`row_adam`); raises, touching nothing, on a bad shape or shared memory."""
+    if not _applies(weight):
+        return False
+    n, d = _table("dense_adam", weight)
+    moments = _floats("dense_adam", "moments", moments, (n, 2, d), "(n, 2, d)", in_place=True)
+    if _overlap(moments, weight):
+        raise ValueError("dense_adam: moments shares memory with weight; the kernel updates both")
+    _run("dense_adam", weight, moments, n, d, beta1, beta2, eps, step_size, _threads(n))
     return True
 
 

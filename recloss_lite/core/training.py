@@ -8,7 +8,8 @@ the whole training set, the test evaluation and the result record.
 
 Early stopping uses a validation split carved out of train (the test set never selects a model); each epoch's
 random stream is a function of (seed, epoch) on the run's device, so a resumed run gives exactly the numbers of an
-uninterrupted one. MF's embeddings are updated by a lazy row-wise Adam that touches only the rows of a batch.
+uninterrupted one. MF's embeddings are updated by a row-wise Adam: lazy (only the rows of a batch move) or, as
+``torch.optim.Adam`` on a dense table, every row every step (``TrainConfig.optimizer``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .sampling import KINDS, NegativeSampler
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("mf", "ials", "ease", "hdccf")
 SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("lazy-adam", "adam")
 # A reopened run may change these: a larger budget continues a finished run (--resume); the evaluation's batch size
 # changes no number, only speed and memory.
 RESUME_MAY_CHANGE = ("epochs", "max_seconds", "eval_batch_size")
@@ -50,18 +52,29 @@ CHECKPOINT, REFIT_CHECKPOINT, RESULT = "checkpoint.pt", "refit.pt", "result.json
 
 
 class RowAdam:
-    """Adam that updates only the rows a step touches ("lazy" Adam, as torch.optim.SparseAdam).
+    """Adam on an embedding table whose gradient is a few rows: lazy, or dense.
 
     The moments of all rows live in one (n, 2, d) tensor. A training step asks :meth:`distinct` for the distinct
     rows among every row id of its batch, sums each row's gradients over its occurrences (autograd through one
     leaf from :meth:`gather`, or the compiled backward of :mod:`recloss_lite.core.kernels`), and :meth:`step` then
-    updates exactly those rows, in one compiled pass where the kernels are available.
+    updates the table, in compiled passes where the kernels are available.
+
+    Lazy (``dense=False``, as ``torch.optim.SparseAdam``): only the rows the step touches move; a row's moments
+    stand still between its steps. Dense (as ``torch.optim.Adam`` on the whole table, what SimpleX and the BSL
+    authors train MF with): every row's moments decay every step and every row keeps moving with its momentum,
+    so a row that a step touches with probability p moves about 1/sqrt(p) times as far per touch (its second
+    moment averages the steps that do not touch it); a step costs the whole table instead of the batch's rows.
     """
 
     def __init__(
-        self, weight: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+        self,
+        weight: torch.Tensor,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        dense: bool = False,
     ) -> None:
-        self.weight, self.lr, self.betas, self.eps = weight, lr, betas, eps
+        self.weight, self.lr, self.betas, self.eps, self.dense = weight, lr, betas, eps, dense
         self.moments = torch.zeros(weight.shape[0], 2, weight.shape[1], dtype=weight.dtype, device=weight.device)
         self.steps = 0
         # Scratch for distinct(): a mark and a position per row; distinct ids by marking, not sorting (2x faster).
@@ -99,6 +112,9 @@ class RowAdam:
                 0, inverse, grads
             )
         beta1, beta2, step_size = self._next_step()
+        if self.dense:
+            self._dense_step(ids, grads, decay, beta1, beta2, step_size)
+            return
         if kernels.row_adam(self.weight.data, self.moments, ids, grads, decay, beta1, beta2, self.eps, step_size):
             return
         if decay is not None:
@@ -112,6 +128,32 @@ class RowAdam:
         torch.div(first, update, out=update)
         self.weight.data.index_add_(0, ids, update, alpha=-step_size)
 
+    def _dense_step(
+        self,
+        ids: torch.Tensor,
+        grads: torch.Tensor,
+        decay: torch.Tensor | None,
+        beta1: float,
+        beta2: float,
+        step_size: float,
+    ) -> None:
+        """Adam's step on the whole table, the gradient being ``grads`` on the distinct rows ``ids`` and 0 elsewhere.
+        The touched rows' moments first get their gradient's share divided by beta (so that the decay of every row
+        that follows leaves ``beta * m + (1 - beta) * g`` on them), then one pass decays all moments and moves all
+        rows (:func:`.kernels.dense_adam`)."""
+        if decay is not None:
+            grads = grads + decay.unsqueeze(1) * self.weight.data.index_select(0, ids)
+        first, second = self.moments[:, 0], self.moments[:, 1]
+        first.index_add_(0, ids, grads, alpha=(1 - beta1) / beta1)
+        second.index_add_(0, ids, grads * grads, alpha=(1 - beta2) / beta2)
+        if kernels.dense_adam(self.weight.data, self.moments, beta1, beta2, self.eps, step_size):
+            return
+        first.mul_(beta1)
+        second.mul_(beta2)
+        update = second.sqrt().add_(self.eps)
+        torch.div(first, update, out=update)
+        self.weight.data.add_(update, alpha=-step_size)
+
     def _next_step(self) -> tuple[float, float, float]:
         """Count one more step; (beta1, beta2, the bias-corrected step size) of that step."""
         self.steps += 1
@@ -123,7 +165,9 @@ class RowAdam:
         """One whole MF-BPR step in one compiled call (:func:`.kernels.bpr_step`): the loss of the batch whose ids
         are [users (B) | positives (B) | negatives (B x N)] on the dot product, its gradient and this optimiser's
         step on the distinct rows, with the L2 term of :meth:`step`'s ``decay`` (``l2 * count / B``). Returns the
-        batch's mean loss; ``None``, counting no step, where the kernels do not apply."""
+        batch's mean loss; ``None``, counting no step, where the kernels do not apply (or the optimiser is dense)."""
+        if self.dense:
+            return None
         beta1, beta2, step_size = self._next_step()
         loss = None
         try:
@@ -202,7 +246,9 @@ class TrainConfig:
     The recipe fields: ``lr_schedule`` (``constant`` or ``cosine`` over ``epochs``), ``warmup_epochs`` (linear
     warm-up), ``lr_decay`` (times the rate after each validation without a new best), ``dropout`` (on the MF
     embeddings a batch uses, in training only) and ``refit`` (after the epoch count is chosen on validation,
-    retrain on the whole training set for that many epochs, with the same rates, and test that model).
+    retrain on the whole training set for that many epochs, with the same rates, and test that model);
+    ``optimizer`` (MF: ``lazy-adam`` moves only the rows of a batch, ``adam`` every row every step, as
+    :class:`RowAdam` explains).
     ``test_curve`` also scores the test split along the refit, every ``eval_every`` epochs, into the refit's history:
     the curve from which a published number that picks its epoch on test would be read (chapter 07 shows it, so
     labelled). Nothing is chosen from it: the run's metrics stay those of the refit's last epoch.
@@ -224,6 +270,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0
     lr_schedule: str = "constant"
+    optimizer: str = "lazy-adam"
     warmup_epochs: int = 0
     dropout: float = 0.0
     l2: float = 1e-4
@@ -279,10 +326,13 @@ class TrainConfig:
             ("model", self.model, MODELS),
             ("sampler", self.sampler, KINDS),
             ("lr_schedule", self.lr_schedule, SCHEDULES),
+            ("optimizer", self.optimizer, OPTIMIZERS),
             ("similarity", self.similarity, ("dot", "cosine")),
         ):
             if value not in choices:
                 raise ValueError(f"{name}={value!r}: allowed values are {choices}")
+        if self.optimizer != "lazy-adam" and self.model != "mf":
+            raise ValueError(f"optimizer={self.optimizer!r}: applies to model 'mf' only (model={self.model!r})")
         check_model_params(self.model, self.model_params)
         loss = losses.make(self.loss, **self.loss_params)  # fails now, with the loss module's message, not mid-run
         if self.sampler == "dns" and loss.name == "softmax":
@@ -458,7 +508,7 @@ def train_epoch(
             and kernels.library() is not None
         )
         grouped = per_row and (model.similarity == "cosine" or negatives.items.shape[1] >= kernels.GROUPED_FROM)
-        if per_row and not grouped and loss_fn.name == "bpr":  # the whole step in one compiled call
+        if per_row and not grouped and loss_fn.name == "bpr" and not optimizer.dense:  # one compiled call
             batch_loss = optimizer.bpr_step(ids, size, loss_fn.params["tau"], config.l2)
             assert batch_loss is not None  # per_row checked that the kernels apply
             total += batch_loss * size
@@ -560,14 +610,14 @@ class Trainable(Protocol):
 
 
 class MFTrainable:
-    """MF with any loss of :mod:`.losses`, negatives from :class:`.sampling.NegativeSampler`, lazy row Adam."""
+    """MF with any loss of :mod:`.losses`, negatives from :class:`.sampling.NegativeSampler`, :class:`RowAdam`."""
 
     iterative, saves_state = True, True
 
     def __init__(self, config: TrainConfig, train: sp.csr_matrix, n_users: int, n_items: int) -> None:
         self.config, self.device, self.generator_device = config, torch.device(config.device), config.device
         self.model = MF(n_users, n_items, config.dim, config.similarity, config.init_std, config.seed).to(self.device)
-        self.optimizer = RowAdam(self.model.weight, config.lr)
+        self.optimizer = RowAdam(self.model.weight, config.lr, dense=config.optimizer == "adam")
         # The epoch checks its mean loss: no per-batch finiteness check (a host synchronisation on a GPU).
         self.loss_fn = losses.make(config.loss, check_finite=False, **config.loss_params)
         self.sampler = config_sampler(train, config)

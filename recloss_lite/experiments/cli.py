@@ -74,6 +74,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help="the rate over the epochs (after any --warmup-epochs); default constant",
     )
     parser.add_argument(
+        "--optimizer",
+        choices=["lazy-adam", "adam"],
+        default=None,
+        help="MF: lazy-adam (default) moves only the rows of a batch; adam moves every row every step, as "
+        "torch.optim.Adam on the whole table (SimpleX's and BSL's MF)",
+    )
+    parser.add_argument(
         "--refit",
         action=argparse.BooleanOptionalAction,
         default=None,
