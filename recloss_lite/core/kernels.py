@@ -1,9 +1,8 @@
 """Small compiled kernels for the trainer's hot loop and the evaluation: scores of a batch straight from the
 embedding table and their backward, the same for hundreds of negatives per row in the grouped layout (with the
 cosine normalisation), the distinct rows of a batch, the lazy Adam update of the rows a batch touches (and the dense
-one of every row), the whole
-MF-BPR step in one call (:func:`bpr_step`, the four before it and the loss's gradient), and the top-k of each row of
-a score matrix.
+one of every row), the whole MF-BPR step in one call (:func:`bpr_step`, the four before it and the loss's
+gradient), and the top-k of each row of a score matrix.
 
 PyTorch does each of these in several passes (gathers, elementwise operations, scatters), each a separate walk over
 rows scattered through tables of tens of megabytes; the C functions of ``kernels.c`` (next to this file) make one
