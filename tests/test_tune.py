@@ -72,3 +72,30 @@ def test_a_labelled_search_is_stored_under_its_label(ml100k, tmp_path, capsys) -
     stored = tmp_path / "sweeps" / "ml-100k" / "tune"
     assert sorted(path.name for path in stored.iterdir()) == ["mf-ccl-lr", "mf-ccl-lr.json"]
     assert json.loads((stored / "mf-ccl-lr.json").read_text())["grid"] == {"lr": [0.001, 0.01]}
+
+
+def test_finish_trains_the_last_rounds_trials_to_the_end_and_chooses_there(ml100k, tmp_path, capsys) -> None:
+    folders = ["--results", str(tmp_path / "sweeps"), "--runs", str(tmp_path / "runs")]
+    argv = (
+        "tune --dataset ml-100k --loss ccl --num-negatives 16 --epochs 4 --eval-every 1 --grid lr=1e-3,1e-2 "
+        "--first-epochs 1 --eta 2 --finish --quiet --json"
+    )
+    assert cli.main([*argv.split(), *folders]) == 0
+    winner = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    search = json.loads((tmp_path / "sweeps" / "ml-100k" / "tune" / "mf-ccl.json").read_text())
+    assert search["finish"] is True
+    assert [r["epochs"] for r in search["rounds"]] == [1, 4] and search["rounds"][-1]["final"] is True
+    first, final = ([row["trial"] for row in r["ranking"]] for r in search["rounds"])
+    assert sorted(final) == sorted(first)  # both finalists trained on, not only the first round's leader
+    assert winner["trial"] == final[0] and winner["valid"] == search["rounds"][-1]["ranking"][0]["valid"]
+    for name in first:
+        trial = json.loads((tmp_path / "sweeps" / "ml-100k" / "tune" / "mf-ccl" / f"{name}.json").read_text())
+        assert [r["epochs"] for r in trial["rounds"]] == [1, 4]
+        assert trial["rounds"][1]["valid_metrics"]["recall@20"] >= trial["rounds"][0]["valid_metrics"]["recall@20"]
+
+
+def test_finish_needs_more_epochs_than_the_first_round(ml100k) -> None:
+    from recloss_lite.core.training import TrainConfig
+
+    with pytest.raises(ValueError, match=r"--epochs 2 must exceed --first-epochs 2"):
+        tune.successive_halving(TrainConfig(dataset="ml-100k", epochs=2), {"lr": [1e-3]}, 2, finish=True)

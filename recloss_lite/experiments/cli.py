@@ -265,6 +265,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         runs_root=args.runs or RUNS_DIR,
         label=args.label,
         progress=not args.quiet,
+        finish=args.finish,
     )
     winner = record["winner"]
     if args.json:
@@ -338,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--first-epochs", type=int, default=5, help="epochs of the first round (default 5)")
     p.add_argument("--eta", type=int, default=3, help="keep the best 1/eta each round, eta x the epochs (default 3)")
+    p.add_argument(
+        "--finish",
+        action="store_true",
+        help="then train the last round's trials on to --epochs (early stopping applies) and choose among them at "
+        "the end: short rounds favour the settings that learn fastest, not those that end best",
+    )
     p.add_argument("--results", default=None, help="trials folder (default book/results/sweeps)")
     p.add_argument("--runs", default=None, help="checkpoint folder (default runs/tune)")
     p.add_argument(

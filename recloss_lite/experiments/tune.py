@@ -6,6 +6,11 @@ is left (Jamieson & Talwalkar 2016; Hyperband's inner loop). A configuration who
 (early stopping) keeps its score and is not trained further. The test set is never evaluated: every trial records
 validation metrics only. The winner's command trains it with the base settings' full budget.
 
+Short rounds favour the settings that learn fastest, not those that end best (a smaller step, or a smaller start,
+may be behind after a few epochs and ahead at convergence). With ``finish`` the trials of the last round train on
+to the base settings' ``epochs`` (early stopping on validation still applies) in one more round, and the winner is
+the best of them at the end.
+
 Each trial is stored as ``<results>/<dataset>/tune/<label>/<name>.json`` (its settings, per-round best validation
 and epochs) and the search as ``<results>/<dataset>/tune/<label>.json`` (the grid, the ranking of every round and
 the winner with its ``recloss-lite train`` command). Chapter 09_sensitivity reads them.
@@ -93,21 +98,27 @@ def successive_halving(
     runs_root: str | Path = RUNS_DIR,
     label: str | None = None,
     progress: bool = True,
+    finish: bool = False,
 ) -> dict:
     """Run the search (module docstring) and store it; returns the search record (``rounds``, ``winner``)."""
     if first_epochs < 1 or eta < 2:
         raise ValueError(f"first_epochs={first_epochs} must be >= 1 and eta={eta} >= 2")
+    if finish and base.epochs <= first_epochs:
+        raise ValueError(f"finish: --epochs {base.epochs} must exceed --first-epochs {first_epochs} to train further")
     dataset = dataset if dataset is not None else data.load(base.dataset, folder=base.data_dir)
     label = label or (f"mf-{base.loss}" if base.model == "mf" else base.model)
     folder = Path(results_root or results.SWEEPS_DIR) / base.dataset / "tune" / label
     points = configurations(base, grid)
     rounds = rounds or max(1, math.ceil(math.log(len(points), eta) - 1e-9))
     alive, epochs = list(range(len(points))), first_epochs
-    record = {"grid": grid, "eta": eta, "first_epochs": first_epochs, "command": command_line(), "rounds": []}
+    record = {"grid": grid, "eta": eta, "first_epochs": first_epochs, "finish": finish, "command": command_line()}
+    record["rounds"] = []
     trials: dict[int, dict] = {}
-    for number in range(1, rounds + 1):
+
+    def play(number: int, indices: list[int], epochs: int) -> list[int]:
+        """Train the trials ``indices`` to ``epochs`` (from their checkpoints), store them; their ranking."""
         scores = {}
-        for index in alive:
+        for index in indices:
             settings, config = points[index]
             config = dataclasses.replace(config, epochs=epochs)
             # Validation only: the test split is never scored while choosing.
@@ -141,7 +152,7 @@ def successive_halving(
                     f"{scores[index]:.4f} (best epoch {result['best_epoch']}, {result['stop_reason']})",
                     flush=True,
                 )
-        ranking = sorted(alive, key=lambda i: -scores[i])
+        ranking = sorted(indices, key=lambda i: -scores[i])
         record["rounds"].append(
             {
                 "round": number,
@@ -149,10 +160,17 @@ def successive_halving(
                 "ranking": [{"trial": trial_name(points[i][0]), "valid": scores[i]} for i in ranking],
             }
         )
+        return ranking
+
+    for number in range(1, rounds + 1):
+        ranking = play(number, alive, epochs)
         alive = ranking[: max(1, math.ceil(len(ranking) / eta))]
-        if len(alive) == 1:
+        if len(alive) == 1 or number == rounds:
             break
         epochs *= eta
+    if finish and base.epochs > epochs:  # the last round's trials, each to the end of its own training
+        alive = play(number + 1, ranking, base.epochs)[:1]
+        record["rounds"][-1]["final"] = True
     winner_settings, winner = points[alive[0]]
     record["winner"] = {
         "trial": trial_name(winner_settings),
