@@ -78,12 +78,23 @@ def test_finish_trains_the_last_rounds_trials_to_the_end_and_chooses_there(ml100
     folders = ["--results", str(tmp_path / "sweeps"), "--runs", str(tmp_path / "runs")]
     argv = (
         "tune --dataset ml-100k --loss ccl --num-negatives 16 --epochs 4 --eval-every 1 --grid lr=1e-3,1e-2 "
-        "--first-epochs 1 --eta 2 --finish --quiet --json"
+        "--first-epochs 1 --eta 2 --quiet --json"
     )
-    assert cli.main([*argv.split(), *folders]) == 0
+    stored = tmp_path / "sweeps" / "ml-100k" / "tune"
+    assert cli.main([*argv.split(), *folders]) == 0  # the search as it was first run: one round of 1 epoch
+    first_search = json.loads((stored / "mf-ccl.json").read_text())
+    first_trials = {path.name: json.loads(path.read_text()) for path in (stored / "mf-ccl").glob("*.json")}
+    assert cli.main([*argv.split(), "--finish", *folders]) == 0  # run again: the finalists train on to 4 epochs
     winner = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    search = json.loads((tmp_path / "sweeps" / "ml-100k" / "tune" / "mf-ccl.json").read_text())
+    search = json.loads((stored / "mf-ccl.json").read_text())
     assert search["finish"] is True
+    assert search["rounds"][0] == first_search["rounds"][0]  # the first round read back as it stood, not retrained
+    assert cli.main([*argv.split(), "--finish", *folders]) == 0  # once more: every trial has trained past round 1
+    capsys.readouterr()
+    again = json.loads((stored / "mf-ccl.json").read_text())
+    assert again["rounds"] == search["rounds"]  # round 1 read back from 4-epoch histories as it stood at 1 epoch
+    for name, trial in first_trials.items():
+        assert json.loads((stored / "mf-ccl" / name).read_text())["rounds"][0] == trial["rounds"][0]
     assert [r["epochs"] for r in search["rounds"]] == [1, 4] and search["rounds"][-1]["final"] is True
     first, final = ([row["trial"] for row in r["ranking"]] for r in search["rounds"])
     assert sorted(final) == sorted(first)  # both finalists trained on, not only the first round's leader

@@ -9,7 +9,8 @@ validation metrics only. The winner's command trains it with the base settings' 
 Short rounds favour the settings that learn fastest, not those that end best (a smaller step, or a smaller start,
 may be behind after a few epochs and ahead at convergence). With ``finish`` the trials of the last round train on
 to the base settings' ``epochs`` (early stopping on validation still applies) in one more round, and the winner is
-the best of them at the end.
+the best of them at the end. A search may be run again with ``finish`` once it has ended: each earlier round is
+read back from its trials' histories as it stood at that round's epochs, and only the final round trains.
 
 Each trial is stored as ``<results>/<dataset>/tune/<label>/<name>.json`` (its settings, per-round best validation
 and epochs) and the search as ``<results>/<dataset>/tune/<label>.json`` (the grid, the ranking of every round and
@@ -87,6 +88,24 @@ def configurations(base: TrainConfig, grid: dict[str, list]) -> list[tuple[dict,
     return points
 
 
+def as_of(result: dict, epochs: int, key: str) -> dict:
+    """A trial's round record from its run's ``result`` as it stood after ``epochs`` epochs: the run's own figures
+    where it has not trained further, else read back from its history (resumed runs continue the same trajectory, so
+    the history up to ``epochs`` is the shorter run's)."""
+    if result["epochs"] <= epochs:
+        return {name: result[name] for name in ("epochs", "best_epoch", "stop_reason", "valid_metrics", "seconds")}
+    history = [entry for entry in result["history"] if entry["epoch"] <= epochs]
+    scored = [entry for entry in history if "valid" in entry]
+    best = max(scored, key=lambda entry: entry["valid"][key], default=None)  # the first of equals, as training keeps
+    return {
+        "epochs": epochs,
+        "best_epoch": best["epoch"] if best else 0,
+        "stop_reason": "epochs",
+        "valid_metrics": best["valid"] if best else {},
+        "seconds": sum(entry["seconds"] for entry in history),
+    }
+
+
 def successive_halving(
     base: TrainConfig,
     grid: dict[str, list],
@@ -132,24 +151,16 @@ def successive_halving(
                 progress=False,
                 evaluation=evaluation,
             )
-            scores[index] = result["valid_metrics"].get(default.key, -1.0)
+            done = as_of(result, epochs, default.key)
+            scores[index] = done["valid_metrics"].get(default.key, -1.0)
             trial = trials.setdefault(index, {"settings": settings, "rounds": []})
-            trial["rounds"].append(
-                {
-                    "round": number,
-                    "epochs": result["epochs"],
-                    "best_epoch": result["best_epoch"],
-                    "stop_reason": result["stop_reason"],
-                    "valid_metrics": result["valid_metrics"],
-                    "seconds": result["seconds"],
-                }
-            )
+            trial["rounds"].append({"round": number, **done})
             trial.update(params=result["params"], commit=git_commit(), created=result["created"])
             write_json_atomic(folder / f"{trial_name(settings)}.json", trial)
             if progress:
                 print(
                     f"round {number}, {epochs} epochs: {trial_name(settings)} valid {default.key} "
-                    f"{scores[index]:.4f} (best epoch {result['best_epoch']}, {result['stop_reason']})",
+                    f"{scores[index]:.4f} (best epoch {done['best_epoch']}, {done['stop_reason']})",
                     flush=True,
                 )
         ranking = sorted(indices, key=lambda i: -scores[i])
