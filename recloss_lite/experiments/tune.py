@@ -130,8 +130,14 @@ def successive_halving(
     points = configurations(base, grid)
     rounds = rounds or max(1, math.ceil(math.log(len(points), eta) - 1e-9))
     alive, epochs = list(range(len(points))), first_epochs
-    record = {"grid": grid, "eta": eta, "first_epochs": first_epochs, "finish": finish, "command": command_line()}
-    record["rounds"] = []
+    record = {
+        "grid": grid,
+        "eta": eta,
+        "first_epochs": first_epochs,
+        "finish": finish,
+        "command": command_line(),
+        "rounds": [],
+    }
     trials: dict[int, dict] = {}
 
     def play(number: int, indices: list[int], epochs: int) -> list[int]:
